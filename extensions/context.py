@@ -1,0 +1,110 @@
+"""Every value derived from the answers, computed once.
+
+Templates read these names from the Copier context; none of them is spelled twice in
+`template/`. `derive()` is a pure function so the tests can check it without Copier.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from copier_template_extensions import ContextHook
+
+APP_PORT = 8000
+HEALTH_LIVE_PATH = "/health/live"
+HEALTH_READY_PATH = "/health/ready"
+# Seconds the server lets in-flight requests finish after SIGTERM.
+GRACEFUL_TIMEOUT = 20
+# Seconds every platform waits after SIGTERM before SIGKILL (ECS stopTimeout, Kubernetes
+# terminationGracePeriodSeconds, compose stop_grace_period, ...). Kept above the graceful
+# timeout so the server, not the platform, ends the requests.
+KILL_TIMEOUT = 30
+# uv release whose image the Dockerfile copies the uv binary from.
+UV_VERSION = "0.13.9"
+
+DATABASES: dict[str, dict[str, Any]] = {
+    "postgresql": {
+        "scheme": "postgresql+asyncpg",
+        "driver": "asyncpg",
+        "requirements": ["asyncpg>=0.30"],
+        "port": 5432,
+        "image": "postgres:17-alpine",
+        "label": "PostgreSQL",
+    },
+    "mysql": {
+        "scheme": "mysql+aiomysql",
+        "driver": "aiomysql",
+        "requirements": ["aiomysql>=0.2", "cryptography>=43"],  # MySQL 8 auth
+        "port": 3306,
+        "image": "mariadb:11.4",
+        "label": "MySQL/MariaDB",
+    },
+    "sqlite": {
+        "scheme": "sqlite+aiosqlite",
+        "driver": "aiosqlite",
+        "requirements": ["aiosqlite>=0.20"],
+        "port": None,
+        "image": None,
+        "label": "SQLite",
+    },
+    "none": {"scheme": "", "driver": "", "requirements": [], "port": None, "image": None, "label": "none"},
+}
+
+PLATFORM_NEXT_STEPS = {
+    "railway": "Railway: see docs/deploy/railway.md, then `railway up` (migrations run as preDeployCommand).",
+    "digitalocean": "DigitalOcean: `doctl apps create --spec .do/app.yaml` (docs/deploy/digitalocean.md).",
+    "aws_ecs": "AWS ECS: create the stack in deploy/aws/, then `scripts/deploy.sh aws_ecs` (docs/deploy/aws.md).",
+    "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
+    "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
+}
+
+
+def placeholder(package_name: str, env: str, what: str = "key") -> str:
+    """The placeholder for a secret, `{project}_{env}_your_key_here`; never a real value."""
+    return f"{package_name}_{env}_your_{what}_here"
+
+
+def derive(answers: dict[str, Any]) -> dict[str, Any]:
+    """Compute the derived values from the answers (missing answers take their defaults)."""
+    package_name = answers.get("package_name") or "app"
+    database = answers.get("database", "postgresql")
+    server = answers.get("server", "uvicorn")
+    platforms = list(answers.get("platforms") or [])
+    worker = answers.get("worker", "none")
+    db = DATABASES[database]
+    has_db = database != "none"
+    migration_argv = ["alembic", "upgrade", "head"] if has_db else []
+    return {
+        "app_module": f"{package_name}.main:app",
+        "app_port": APP_PORT,
+        # Railway's private network is IPv6: bind to [::] there, which also accepts IPv4.
+        "bind_host": "::" if "railway" in platforms else "0.0.0.0",
+        "health_live_path": HEALTH_LIVE_PATH,
+        "health_ready_path": HEALTH_READY_PATH,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "kill_timeout": KILL_TIMEOUT,
+        "web_concurrency": 2 if server == "gunicorn" else 1,
+        "has_db": has_db,
+        "db_scheme": db["scheme"],
+        "db_driver": db["driver"],
+        "db_requirements": db["requirements"],
+        "db_port": db["port"],
+        "db_image": db["image"],
+        "db_label": db["label"],
+        "db_is_server": database in ("postgresql", "mysql"),
+        "migration_argv": migration_argv,
+        "migration_command": " ".join(migration_argv),
+        "uses_redis": bool(answers.get("redis")),
+        "has_worker": worker != "none",
+        "uv_version": UV_VERSION,
+        "image_name": answers.get("project_slug") or "app",
+        "platform_next_steps": PLATFORM_NEXT_STEPS,
+        "placeholder": lambda env, what="key": placeholder(package_name, env, what),
+    }
+
+
+class ContextUpdater(ContextHook):
+    """Adds the derived values to the context of every rendered file and path."""
+
+    def hook(self, context: dict[str, Any]) -> None:
+        context.update(derive(context))
