@@ -19,6 +19,8 @@ GRACEFUL_TIMEOUT = 20
 # terminationGracePeriodSeconds, compose stop_grace_period, ...). Kept above the graceful
 # timeout so the server, not the platform, ends the requests.
 KILL_TIMEOUT = 30
+# Average CPU use at which autoscaling adds replicas, on every platform that autoscales.
+AUTOSCALE_CPU_PERCENT = 70
 # uv release whose image the Dockerfile copies the uv binary from.
 UV_VERSION = "0.13.9"
 
@@ -74,6 +76,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     db = DATABASES[database]
     has_db = database != "none"
     migration_argv = ["alembic", "upgrade", "head"] if has_db else []
+    domain = answers.get("domain") or ""
+    worker_argv = {
+        "arq": ["arq", f"{package_name}.worker.WorkerSettings"],
+        "celery": ["celery", "-A", f"{package_name}.worker:celery_app", "worker", "--loglevel", "INFO"],
+    }.get(worker, [])
     return {
         "app_module": f"{package_name}.main:app",
         "app_port": APP_PORT,
@@ -94,6 +101,27 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "db_is_server": database in ("postgresql", "mysql"),
         "migration_argv": migration_argv,
         "migration_command": " ".join(migration_argv),
+        # The container's processes: the web server, its health check, the worker.
+        "serve_argv": ["python", "-m", f"{package_name}.serve"],
+        "healthcheck_argv": ["python", "-m", f"{package_name}.healthcheck"],
+        "worker_argv": worker_argv,
+        "worker_command": " ".join(worker_argv),
+        # What differs between staging and production; every platform reads it from here.
+        "environments": {
+            "staging": {
+                "replicas": 1,
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "domain": f"staging.{domain}" if domain else "",
+            },
+            "production": {
+                "replicas": 2,
+                "min_replicas": 2,
+                "max_replicas": 6,
+                "domain": domain,
+            },
+        },
+        "autoscale_cpu_percent": AUTOSCALE_CPU_PERCENT,
         "uses_redis": bool(answers.get("redis")),
         "has_worker": worker != "none",
         "uv_version": UV_VERSION,

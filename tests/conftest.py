@@ -1,0 +1,214 @@
+"""Shared fixtures for the template's tests.
+
+- `render(dest, **answers)` renders the template from a snapshot of this working tree.
+- `project(**answers)` renders once per answer set and runs `uv sync` (cached per session).
+- Servers (PostgreSQL, MySQL/MariaDB, Redis) and the container engine are found through
+  settings; where one is absent the test skips with the reason. With FD_REQUIRE_ALL=1 (CI sets
+  it) every skip is turned into a failure, so nothing missing can pass silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"  # schemas and notes that live beside the repository
+UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv") or "uv"
+REQUIRE_ALL = os.environ.get("FD_REQUIRE_ALL") == "1"
+
+POSTGRES_URL = os.environ.get("FD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MYSQL_URL = os.environ.get("FD_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql")
+REDIS_URL = os.environ.get("FD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# What a snapshot of the template leaves out: VCS data, environments and build output.
+SNAPSHOT_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "site", "__pycache__", ".pytest_cache", ".ruff_cache", "build", "*.pyc"
+)
+
+# The environment in which generated projects run: never download a Python, share one cache.
+PROJECT_ENV = {
+    **os.environ,
+    "UV_PYTHON_DOWNLOADS": "never",
+    "UV_NO_PROGRESS": "1",
+    "VIRTUAL_ENV": "",
+}
+PROJECT_ENV.pop("VIRTUAL_ENV")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under FD_REQUIRE_ALL=1, which forbids skips: {reason}"
+    return report
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip with a visible reason when a server or tool is missing (a failure in CI)."""
+    if not condition:
+        pytest.skip(reason)
+
+
+def run(
+    cmd: list[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, and on failure show its output in the assertion message."""
+    result = subprocess.run(
+        cmd, cwd=cwd, env=env or PROJECT_ENV, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {result.returncode} in {cwd}\n"
+            f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def template_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plain copy of the working tree, so renders use uncommitted changes and no git tag."""
+    dest = tmp_path_factory.mktemp("template") / "fastapi-deploy"
+    shutil.copytree(ROOT, dest, ignore=SNAPSHOT_IGNORE)
+    return dest
+
+
+def render_template(src: Path, dest: Path, *, tasks: bool = False, **answers: Any) -> Path:
+    from copier import run_copy
+
+    run_copy(
+        str(src),
+        str(dest),
+        data=answers,
+        defaults=True,
+        unsafe=True,
+        skip_tasks=not tasks,
+        quiet=True,
+    )
+    return dest
+
+
+@pytest.fixture
+def render(template_src: Path, tmp_path: Path) -> Callable[..., Path]:
+    """render(**answers) -> a freshly rendered project in its own folder (tasks skipped)."""
+    counter = iter(range(10_000))
+
+    def _render(dest: Path | None = None, *, tasks: bool = False, **answers: Any) -> Path:
+        target = dest or tmp_path / f"project{next(counter)}"
+        return render_template(template_src, target, tasks=tasks, **answers)
+
+    return _render
+
+
+_PROJECTS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def project(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """project(**answers) -> a rendered project with its environment synced (one per answer set).
+
+    Shared across tests: treat the returned folder as read-only, or copy it first.
+    """
+
+    def _project(**answers: Any) -> Path:
+        key = json.dumps(answers, sort_keys=True)
+        if key not in _PROJECTS:
+            dest = tmp_path_factory.mktemp("project") / (answers.get("project_slug") or "my-service")
+            render_template(template_src, dest, **answers)
+            run([UV, "sync", "--quiet"], cwd=dest, timeout=900)
+            _PROJECTS[key] = dest
+        return _PROJECTS[key]
+
+    return _project
+
+
+def _reachable(url: str) -> str | None:
+    """None when a server answers at url, else the reason it does not."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2):
+            return None
+    except OSError as exc:
+        return f"{parts.scheme} at {parts.hostname}:{parts.port} is unreachable ({exc})"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """Admin URL of a PostgreSQL server (FD_TEST_POSTGRES_URL)."""
+    reason = _reachable(POSTGRES_URL)
+    need(reason is None, f"PostgreSQL needed: {reason}; set FD_TEST_POSTGRES_URL")
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """Admin URL of a MySQL/MariaDB server (FD_TEST_MYSQL_URL)."""
+    reason = _reachable(MYSQL_URL)
+    need(reason is None, f"MySQL/MariaDB needed: {reason}; set FD_TEST_MYSQL_URL")
+    return MYSQL_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    reason = _reachable(REDIS_URL)
+    need(reason is None, f"Redis needed: {reason}; set FD_TEST_REDIS_URL")
+    return REDIS_URL
+
+
+@pytest.fixture
+def fresh_database(request: pytest.FixtureRequest) -> Iterator[Callable[[str], str]]:
+    """fresh_database(kind) -> URL of a new, empty database on that server, dropped afterwards.
+
+    kind is "postgresql" or "mysql"; "sqlite" gives a file in a temporary folder.
+    """
+    import uuid
+
+    created: list[tuple[str, str]] = []
+
+    def _create(kind: str) -> str:
+        name = f"fd_{uuid.uuid4().hex[:12]}"
+        if kind == "sqlite":
+            folder = Path(request.getfixturevalue("tmp_path"))
+            return f"sqlite:///{folder / (name + '.db')}"
+        admin = request.getfixturevalue("postgres_url" if kind == "postgresql" else "mysql_url")
+        _admin_sql(kind, admin, f"CREATE DATABASE {name}")
+        created.append((kind, name))
+        return admin.rsplit("/", 1)[0] + f"/{name}"
+
+    yield _create
+    for kind, name in created:
+        admin = POSTGRES_URL if kind == "postgresql" else MYSQL_URL
+        _admin_sql(kind, admin, f"DROP DATABASE IF EXISTS {name}")
+
+
+def _admin_sql(kind: str, admin_url: str, sql: str) -> None:
+    """Run one statement as the server's admin with its command-line client."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(admin_url)
+    if kind == "postgresql":
+        cmd = ["psql", "-h", parts.hostname, "-p", str(parts.port), "-U", parts.username or "postgres"]
+        cmd += ["-d", parts.path.lstrip("/") or "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql]
+    else:
+        cmd = ["mysql", "-h", parts.hostname, "-P", str(parts.port), "-u", parts.username or "root"]
+        if parts.password:
+            cmd.append(f"-p{parts.password}")
+        cmd += ["-e", sql]
+    run(cmd, env=dict(os.environ))
