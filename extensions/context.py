@@ -23,6 +23,8 @@ KILL_TIMEOUT = 30
 AUTOSCALE_CPU_PERCENT = 70
 # uv release whose image the Dockerfile copies the uv binary from.
 UV_VERSION = "0.13.9"
+# Numeric UID and GID of the image's non-root user (files stay owned by root).
+APP_UID = 10001
 
 DATABASES: dict[str, dict[str, Any]] = {
     "postgresql": {
@@ -125,6 +127,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "uses_redis": bool(answers.get("redis")),
         "has_worker": worker != "none",
         "uv_version": UV_VERSION,
+        # Numeric user and group the image runs as (never root); platforms that set
+        # runAsUser/user read the same value.
+        "app_uid": APP_UID,
         "image_name": answers.get("project_slug") or "app",
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),

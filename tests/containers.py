@@ -1,0 +1,243 @@
+"""Container engine helpers for the image tests and the container benchmark.
+
+- `detect_engine()` finds Docker (when `docker info` answers) or else Podman, with the flags this
+  kind of machine needs (see shared/containers.md), or None.
+- `ensure_base_images(engine, python_version, uv_version)` makes sure the Dockerfile's base images
+  exist locally: they are used when present, pulled when a registry answers, and otherwise
+  replaced by stand-ins built here (a Debian root filesystem from debootstrap imported under the
+  official python name, and a `FROM scratch` image holding uv from its PyPI wheel).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Debian release whose python3 matches the version (the stand-ins follow Debian's Python).
+DEBIAN_FOR_PYTHON = {"3.11": "bookworm", "3.13": "trixie"}
+HOST_CA_BUNDLE = Path(os.environ.get("FD_HOST_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
+
+
+def base_image(python_version: str) -> str:
+    """The Dockerfile's default BASE_IMAGE for this Python, fully qualified."""
+    return f"docker.io/library/python:{python_version}-slim-bookworm"
+
+
+def uv_image(uv_version: str) -> str:
+    return f"ghcr.io/astral-sh/uv:{uv_version}"
+
+
+def _ok(cmd: list[str], timeout: float = 20) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=timeout).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass
+class Engine:
+    """One container engine's command lines (Docker or Podman)."""
+
+    name: str
+    global_flags: list[str] = field(default_factory=list)
+    build_flags: list[str] = field(default_factory=list)
+    run_flags: list[str] = field(default_factory=list)
+
+    @property
+    def exe(self) -> list[str]:
+        return [self.name, *self.global_flags]
+
+    def cmd(self, *args: str) -> list[str]:
+        return [*self.exe, *args]
+
+    def run(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(self.cmd(*args))} exited {result.returncode}\n"
+                f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+            )
+        return result
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.name == "docker":
+            env["DOCKER_BUILDKIT"] = "1"  # cache and bind mounts need BuildKit
+        return env
+
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        build_args: dict[str, str] | None = None,
+        *extra: str,
+        timeout: float = 900,
+    ) -> str:
+        """Build the Dockerfile in context; return the build log (stdout and stderr)."""
+        cmd = self.cmd("build", *self.build_flags, "-t", tag)
+        for key, value in (build_args or {}).items():
+            cmd += ["--build-arg", f"{key}={value}"]
+        cmd += [*extra, str(context)]
+        result = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=self.env(), cwd=context
+        )
+        log = result.stdout + result.stderr
+        if result.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{log[-8000:]}")
+        return log
+
+    def image_exists(self, ref: str) -> bool:
+        if self.name == "podman":
+            return _ok(self.cmd("image", "exists", ref))
+        return _ok(self.cmd("image", "inspect", ref))
+
+    def pull(self, ref: str) -> bool:
+        return _ok(self.cmd("pull", "-q", ref), timeout=300)
+
+    def run_args(self) -> list[str]:
+        return ["run", *self.run_flags]
+
+    def remove(self, *names: str) -> None:
+        if names:
+            subprocess.run(self.cmd("rm", "-f", "-t", "0", *names), capture_output=True, timeout=60)
+
+    def inspect(self, ref: str, fmt: str, kind: str = "container") -> str:
+        return self.run(kind, "inspect", "--format", fmt, ref).stdout.strip()
+
+
+def detect_engine() -> Engine | None:
+    """Docker when its engine answers, else Podman (with this machine's flags), else None."""
+    if shutil.which("docker") and _ok(["docker", "info"]):
+        return Engine("docker", run_flags=["--network", "host"], build_flags=["--network", "host"])
+    if shutil.which("podman"):
+        global_flags: list[str] = []
+        run_flags = ["--network", "host"]
+        build_flags = ["--network", "host", "--format", "docker"]
+        # Machines with hybrid cgroups (shared/containers.md): runc instead of crun, cgroupfs,
+        # chroot isolation for builds and limits within the hard limits for runs.
+        if os.environ.get("FD_PODMAN_PLAIN") != "1" and shutil.which("runc"):
+            global_flags = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+            build_flags += ["--isolation", "chroot"]
+            run_flags += ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
+        if _ok(["podman", *global_flags, "info"], timeout=60):
+            return Engine("podman", global_flags, build_flags, run_flags)
+    return None
+
+
+def _log(message: str) -> None:
+    print(f"[containers] {message}", file=sys.stderr, flush=True)
+
+
+def _debian_mirror() -> str:
+    """The Debian mirror that the host's apt sources name (deb.debian.org otherwise)."""
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = line.split()
+            for word in words:
+                if word.startswith("http") and word.rstrip("/").endswith("/debian"):
+                    return word
+    return "http://deb.debian.org/debian"
+
+
+def build_standin_python(engine: Engine, python_version: str, ref: str) -> None:
+    """Import a debootstrap root filesystem with python3 as `ref` (about 40 s)."""
+    release = DEBIAN_FOR_PYTHON.get(python_version)
+    if release is None:
+        raise RuntimeError(
+            f"no stand-in for Python {python_version}: Debian ships {sorted(DEBIAN_FOR_PYTHON)};"
+            " render the project with one of those or make the official image available"
+        )
+    if not shutil.which("debootstrap"):
+        raise RuntimeError("debootstrap is needed to build a stand-in base image (apt-get install debootstrap)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fd-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                release,
+                str(rootfs),
+                _debian_mirror(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        (rootfs / "usr/bin/python").unlink(missing_ok=True)
+        (rootfs / "usr/bin/python").symlink_to("python3")
+        if HOST_CA_BUNDLE.exists():
+            target = rootfs / str(HOST_CA_BUNDLE).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            shutil.copyfile(HOST_CA_BUNDLE, target)
+        # Trim what an image never needs: apt lists and caches, docs and man pages.
+        for sub in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
+            shutil.rmtree(rootfs / sub, ignore_errors=True)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        changes = ["--change", f"ENV SSL_CERT_FILE={HOST_CA_BUNDLE}", "--change", 'CMD ["python3"]']
+        subprocess.run(engine.cmd("import", *changes, "-", ref), stdin=tar.stdout, check=True, capture_output=True)
+        tar.wait()
+    _log(f"stand-in {ref} ({release}) built in {time.monotonic() - started:.0f}s")
+
+
+def build_standin_uv(engine: Engine, uv_version: str, ref: str) -> None:
+    """A FROM scratch image holding /uv and /uvx from the uv wheel on PyPI."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv") or "uv"
+    with tempfile.TemporaryDirectory(prefix="fd-uv-") as tmp:
+        target = Path(tmp) / "wheel"
+        subprocess.run(
+            [uv, "pip", "install", "--quiet", "--no-deps", "--target", str(target), f"uv=={uv_version}"],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        context = Path(tmp) / "context"
+        context.mkdir()
+        for name in ("uv", "uvx"):
+            shutil.copy2(target / "bin" / name, context / name)
+        (context / "Dockerfile").write_text("FROM scratch\nCOPY uv uvx /\nENTRYPOINT [\"/uv\"]\n")
+        flags = [f for f in engine.build_flags if f not in ("--network", "host")]
+        subprocess.run(
+            engine.cmd("build", *flags, "-t", ref, str(context)),
+            check=True,
+            capture_output=True,
+            timeout=300,
+            env=engine.env(),
+        )
+    _log(f"stand-in {ref} built from the uv {uv_version} wheel")
+
+
+def ensure_base_images(engine: Engine, python_version: str, uv_version: str) -> dict[str, str]:
+    """Make the Dockerfile's base images available; return what each one is (local/pulled/stand-in)."""
+    how: dict[str, str] = {}
+    for ref, make in (
+        (base_image(python_version), lambda r: build_standin_python(engine, python_version, r)),
+        (uv_image(uv_version), lambda r: build_standin_uv(engine, uv_version, r)),
+    ):
+        if engine.image_exists(ref):
+            how[ref] = "present"
+        elif os.environ.get("FD_NO_PULL") != "1" and engine.pull(ref):
+            how[ref] = "pulled"
+        else:
+            make(ref)
+            how[ref] = "stand-in"
+    return how
+
+
+if __name__ == "__main__":  # python tests/containers.py 3.11 0.13.9: prepare the base images
+    found = detect_engine()
+    if found is None:
+        raise SystemExit("no container engine: neither `docker info` nor podman works")
+    print(ensure_base_images(found, sys.argv[1] if len(sys.argv) > 1 else "3.11", sys.argv[2]))
