@@ -19,8 +19,13 @@ GRACEFUL_TIMEOUT = 20
 # terminationGracePeriodSeconds, compose stop_grace_period, ...). Kept above the graceful
 # timeout so the server, not the platform, ends the requests.
 KILL_TIMEOUT = 30
+# Seconds a stopping instance keeps serving before the server gets SIGTERM (Kubernetes preStop
+# sleep), while load balancers take it out of rotation. DRAIN + GRACEFUL stays below KILL.
+DRAIN_SECONDS = 5
 # Average CPU use at which autoscaling adds replicas, on every platform that autoscales.
 AUTOSCALE_CPU_PERCENT = 70
+# Seconds a new instance may take to become ready before a deploy counts as failed.
+STARTUP_TIMEOUT = 120
 # uv release whose image the Dockerfile copies the uv binary from.
 UV_VERSION = "0.13.9"
 # Numeric UID and GID of the image's non-root user (files stay owned by root).
@@ -79,12 +84,13 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     has_db = database != "none"
     migration_argv = ["alembic", "upgrade", "head"] if has_db else []
     domain = answers.get("domain") or ""
+    slug = answers.get("project_slug") or "app"
     worker_argv = {
         "arq": ["arq", f"{package_name}.worker.WorkerSettings"],
         "celery": ["celery", "-A", f"{package_name}.worker:celery_app", "worker", "--loglevel", "INFO"],
     }.get(worker, [])
     return {
-        "app_module": f"{package_name}.main:app",
+        "app_module": f"{package_name}.main:create_app",  # an app factory
         "app_port": APP_PORT,
         # Railway's private network is IPv6: bind to [::] there, which also accepts IPv4.
         "bind_host": "::" if "railway" in platforms else "0.0.0.0",
@@ -92,6 +98,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "health_ready_path": HEALTH_READY_PATH,
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "kill_timeout": KILL_TIMEOUT,
+        "drain_seconds": DRAIN_SECONDS,
         "web_concurrency": 2 if server == "gunicorn" else 1,
         "has_db": has_db,
         "db_scheme": db["scheme"],
@@ -115,15 +122,34 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                 "min_replicas": 1,
                 "max_replicas": 2,
                 "domain": f"staging.{domain}" if domain else "",
+                # Size of one instance: ECS task cpu units (1024 = 1 vCPU) and memory in MiB,
+                # and the DigitalOcean App Platform slug of the same size class.
+                "cpu_units": 256,
+                "memory_mib": 512,
+                "do_instance_size": "apps-s-1vcpu-0.5gb",
             },
             "production": {
                 "replicas": 2,
                 "min_replicas": 2,
                 "max_replicas": 6,
                 "domain": domain,
+                "cpu_units": 512,
+                "memory_mib": 1024,
+                # Autoscaling on App Platform needs a dedicated-CPU size.
+                "do_instance_size": "apps-d-1vcpu-1gb",
             },
         },
         "autoscale_cpu_percent": AUTOSCALE_CPU_PERCENT,
+        # Seconds a new instance has to answer ready before its deploy counts as failed
+        # (Railway healthcheckTimeout, ECS health check grace period, App Platform checks).
+        "startup_timeout": STARTUP_TIMEOUT,
+        # Where a SQLite database lives in the container: a mounted volume (Railway, vm).
+        "sqlite_volume_path": "/data",
+        # App Platform app names: at most 32 characters, per environment.
+        "do_app_names": {
+            "production": slug[:32].rstrip("-"),
+            "staging": slug[:24].rstrip("-") + "-staging",
+        },
         "uses_redis": bool(answers.get("redis")),
         "has_worker": worker != "none",
         "uv_version": UV_VERSION,

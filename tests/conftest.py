@@ -21,6 +21,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The template's own tools (ruff, hadolint, shellcheck, actionlint, ...) live beside this Python;
+# put them on PATH (last, so a generated project's own environment still wins).
+BIN = Path(sys.executable).parent
+if str(BIN) not in os.environ["PATH"].split(os.pathsep):
+    os.environ["PATH"] = os.environ["PATH"] + os.pathsep + str(BIN)
 SHARED = ROOT.parent / "shared"  # schemas and notes that live beside the repository
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv") or "uv"
 REQUIRE_ALL = os.environ.get("FD_REQUIRE_ALL") == "1"

@@ -1,0 +1,92 @@
+"""Pairwise answer sets: every pair of values of any two questions appears in some set.
+
+Greedy construction with a fixed seed, so the sets are the same on every run. Combinations
+that copier.yml refuses are never produced.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+PLATFORM_SETS: list[tuple[str, ...]] = [
+    ("railway",),
+    ("digitalocean",),
+    ("aws_ecs",),
+    ("kubernetes",),
+    ("vm",),
+    ("railway", "vm"),
+    ("railway", "digitalocean", "aws_ecs", "kubernetes", "vm"),
+]
+EXTRAS = [  # (redis, worker)
+    (False, "none"),
+    (True, "none"),
+    (True, "arq"),
+    (True, "celery"),
+]
+FACTORS: dict[str, list[Any]] = {
+    "server": ["uvicorn", "gunicorn"],
+    "database": ["postgresql", "mysql", "sqlite", "none"],
+    "platforms": PLATFORM_SETS,
+    "extras": EXTRAS,
+    "reverse_proxy": ["none", "nginx", "traefik"],
+    "ci": ["github", "gitlab", "none"],
+    "sentry": [False, True],
+    "metrics": [False, True],
+    "python_version": ["3.11", "3.12", "3.13"],
+    "domain": ["", "api.example.com"],
+}
+SQLITE_PLATFORMS = {"railway", "vm"}
+
+
+def allowed(row: dict[str, Any]) -> bool:
+    if row.get("database") == "sqlite" and "platforms" in row:
+        return set(row["platforms"]) <= SQLITE_PLATFORMS
+    return True
+
+
+def _pairs(row: dict[str, Any]) -> set[tuple[tuple[str, Any], tuple[str, Any]]]:
+    items = sorted(((k, repr(v)) for k, v in row.items()), key=lambda kv: kv[0])
+    return set(itertools.combinations(items, 2))
+
+
+def pairwise(seed: int = 2026, candidates: int = 60) -> list[dict[str, Any]]:
+    names = list(FACTORS)
+    uncovered = {
+        ((a, repr(va)), (b, repr(vb)))
+        for a, b in itertools.combinations(sorted(names), 2)
+        for va in FACTORS[a]
+        for vb in FACTORS[b]
+        if allowed({a: va, b: vb})
+    }
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    while uncovered:
+        # Start from one uncovered pair so every round makes progress, then fill the rest.
+        (a, ra), (b, rb) = min(uncovered)
+        fixed = {a: next(v for v in FACTORS[a] if repr(v) == ra), b: next(v for v in FACTORS[b] if repr(v) == rb)}
+        best, best_gain = None, -1
+        for _ in range(candidates):
+            row = dict(fixed)
+            for name in names:
+                if name not in row:
+                    options = [v for v in FACTORS[name] if allowed({**row, name: v})]
+                    row[name] = rng.choice(options)
+            if not allowed(row):
+                continue
+            gain = len(_pairs(row) & uncovered)
+            if gain > best_gain:
+                best, best_gain = row, gain
+        assert best is not None
+        uncovered -= _pairs(best)
+        rows.append(best)
+    return rows
+
+
+def to_answers(row: dict[str, Any]) -> dict[str, Any]:
+    """A pairwise row as Copier answers."""
+    answers = {k: v for k, v in row.items() if k != "extras"}
+    answers["platforms"] = list(row["platforms"])
+    answers["redis"], answers["worker"] = row["extras"]
+    return answers
