@@ -59,6 +59,15 @@ DATABASES: dict[str, dict[str, Any]] = {
     "none": {"scheme": "", "driver": "", "requirements": [], "port": None, "image": None, "label": "none"},
 }
 
+# The folder under deploy/ that holds each platform's files and its deploy.sh.
+PLATFORM_DIRS = {
+    "railway": "railway",
+    "digitalocean": "digitalocean",
+    "aws_ecs": "aws",
+    "kubernetes": "k8s",
+    "vm": "vm",
+}
+
 PLATFORM_NEXT_STEPS = {
     "railway": "Railway: see docs/deploy/railway.md, then `railway up` (migrations run as preDeployCommand).",
     "digitalocean": "DigitalOcean: `doctl apps create --spec .do/app.yaml` (docs/deploy/digitalocean.md).",
@@ -158,6 +167,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "app_uid": APP_UID,
         "image_name": answers.get("project_slug") or "app",
         "platform_next_steps": PLATFORM_NEXT_STEPS,
+        "platform_dirs": PLATFORM_DIRS,
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),
     }
 
