@@ -150,8 +150,13 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         },
         "autoscale_cpu_percent": AUTOSCALE_CPU_PERCENT,
         # Seconds a new instance has to answer ready before its deploy counts as failed
-        # (Railway healthcheckTimeout, ECS health check grace period, App Platform checks).
+        # (Railway healthcheckTimeout, ECS health check grace period).
         "startup_timeout": STARTUP_TIMEOUT,
+        # Variables that hold secrets: set in each platform's secret store, never in its files.
+        "secret_env_names": ["SECRET_KEY"]
+        + (["DATABASE_URL"] if has_db else [])
+        + (["REDIS_URL"] if answers.get("redis") else [])
+        + (["SENTRY_DSN"] if answers.get("sentry") else []),
         # Where a SQLite database lives in the container: a mounted volume (Railway, vm).
         "sqlite_volume_path": "/data",
         # App Platform app names: at most 32 characters, per environment.
