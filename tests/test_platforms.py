@@ -1,0 +1,522 @@
+"""Railway, DigitalOcean App Platform and AWS ECS Fargate: the rendered files pass the validator
+each platform is judged by, and say what derive() says.
+
+- railway.json against the shared Railway schema (Draft 7);
+- .do/app.yaml and .do/deploy.template.yaml (under `spec:`) against the strict App Platform
+  schema (Draft 2020-12);
+- the ECS task definitions, as deploy/aws/deploy.sh fills them in, against botocore's
+  RegisterTaskDefinition input shape (ParamValidator, plus a walk for enum values, which the
+  validator skips); the CloudFormation template with cfn-lint; the deploy scripts with shellcheck;
+- then each file is read back (port, health paths, timeouts, migration command, replicas, sizes)
+  and compared with derive() for the same answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from conftest import ROOT, SHARED, render_template, run
+
+sys.path.insert(0, str(ROOT / "extensions"))
+import context  # extensions/context.py, the single source of derived values
+
+BIN = Path(sys.executable).parent
+SCHEMAS = SHARED / "schemas"
+MINE = ("railway", "digitalocean", "aws_ecs")
+
+# Answer sets: every database each platform allows, both servers, and the extras that change the
+# files (worker, redis, sentry, domain, CORS). SQLite is allowed on Railway only among these.
+ROWS: list[dict[str, Any]] = [
+    {"database": "postgresql", "server": "uvicorn", "platforms": list(MINE), "domain": "api.example.com"},
+    {
+        "database": "postgresql",
+        "server": "gunicorn",
+        "platforms": list(MINE),
+        "redis": True,
+        "worker": "celery",
+        "sentry": True,
+    },
+    {"database": "mysql", "server": "uvicorn", "platforms": list(MINE), "redis": True, "worker": "arq"},
+    {"database": "mysql", "server": "gunicorn", "platforms": list(MINE), "cors_origins": "https://app.example.com"},
+    {"database": "none", "server": "uvicorn", "platforms": list(MINE)},
+    {"database": "none", "server": "gunicorn", "platforms": list(MINE), "redis": True, "worker": "arq"},
+    {"database": "sqlite", "server": "uvicorn", "platforms": ["railway"]},
+    {"database": "sqlite", "server": "gunicorn", "platforms": ["railway", "vm"], "domain": "api.example.com"},
+]
+IDS = [
+    f"{r['database']}-{r['server']}-{'+'.join(r['platforms'])}{'-' + r['worker'] if r.get('worker') else ''}"
+    for r in ROWS
+]
+ENVIRONMENTS = ("staging", "production")
+FAKE_ARNS = {
+    "IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service:0123456789ab",
+    "EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/my-service-staging-ExecutionRole-ABC",
+    "TASK_ROLE_ARN": "arn:aws:iam::123456789012:role/my-service-staging-TaskRole-DEF",
+}
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    assert found, f"{name} is not installed: uv sync installs it into .venv/bin"
+    return found
+
+
+@pytest.fixture(scope="module")
+def projects(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every answer set of ROWS rendered once for this module (tasks skipped)."""
+    base = tmp_path_factory.mktemp("platforms")
+    return {name: render_template(template_src, base / name, **row) for name, row in zip(IDS, ROWS, strict=True)}
+
+
+def _derived(row: dict[str, Any]) -> dict[str, Any]:
+    answers = {"project_slug": "my-service", "package_name": "my_service", **row}
+    return context.derive(answers)
+
+
+def _uses(row: dict[str, Any], platform: str) -> bool:
+    return platform in row["platforms"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Railway
+# ---------------------------------------------------------------------------------------------
+RAILWAY_SCHEMA = json.loads((SCHEMAS / "railway.schema.json").read_text())
+
+
+def _railway_errors(data: Any) -> list[str]:
+    validator = jsonschema.Draft7Validator(RAILWAY_SCHEMA)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(data)]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+def test_railway_json_is_valid_and_says_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
+    project = projects[IDS[ROWS.index(row)]]
+    config = json.loads((project / "railway.json").read_text())
+    assert _railway_errors(config) == []
+    d = _derived(row)
+    deploy = config["deploy"]
+    assert config["build"] == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
+    assert (project / "Dockerfile").is_file(), "railway.json builds a Dockerfile that is not rendered"
+    assert deploy["healthcheckPath"] == d["health_ready_path"]
+    assert deploy["healthcheckTimeout"] == d["startup_timeout"]
+    assert deploy["drainingSeconds"] == d["kill_timeout"]
+    assert "startCommand" not in deploy, "the Dockerfile's CMD starts the server"
+    if d["has_db"]:
+        assert deploy["preDeployCommand"] == [d["migration_command"]]
+    else:
+        assert "preDeployCommand" not in deploy
+    replicas = {env: config["environments"][env]["deploy"]["numReplicas"] for env in ENVIRONMENTS}
+    if row["database"] == "sqlite":  # one instance, on a volume, never two at once
+        assert deploy["numReplicas"] == 1 and replicas == {"staging": 1, "production": 1}
+        assert deploy["overlapSeconds"] == 0
+        assert deploy["requiredMountPath"] == d["sqlite_volume_path"]
+    else:
+        assert replicas == {env: d["environments"][env]["replicas"] for env in ENVIRONMENTS}
+        assert deploy["overlapSeconds"] == d["graceful_timeout"]
+        assert "requiredMountPath" not in deploy
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        (("deploy", "drainingSeconds"), "30"),  # Railway wants integers
+        (("deploy", "restartPolicyType"), "SOMETIMES"),
+        (("deploy", "healthcheckPath"), "health/ready"),
+        (("build", "dockerfilepath"), "Dockerfile"),  # misspelled key
+    ],
+)
+def test_railway_schema_rejects_broken_configs(path: tuple[str, str], bad: Any, projects: dict[str, Path]) -> None:
+    config = json.loads((projects[IDS[0]] / "railway.json").read_text())
+    broken = copy.deepcopy(config)
+    broken[path[0]][path[1]] = bad
+    assert _railway_errors(config) == [] and _railway_errors(broken) != []
+
+
+# ---------------------------------------------------------------------------------------------
+# DigitalOcean App Platform
+# ---------------------------------------------------------------------------------------------
+DO_SCHEMA = json.loads((SCHEMAS / "do-app-spec.strict.schema.json").read_text())
+
+
+def _do_errors(spec: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(DO_SCHEMA)
+    return [f"{list(e.absolute_path)}: {e.message[:300]}" for e in validator.iter_errors(spec)]
+
+
+def _do_specs(project: Path) -> dict[str, dict[str, Any]]:
+    template = yaml.safe_load((project / ".do/deploy.template.yaml").read_text())
+    assert list(template) == ["spec"], "a deploy template holds the spec under `spec:` only"
+    return {"production": yaml.safe_load((project / ".do/app.yaml").read_text()), "staging": template["spec"]}
+
+
+DO_ROWS = [(r, i) for r, i in zip(ROWS, IDS, strict=True) if _uses(r, "digitalocean")]
+
+
+@pytest.mark.parametrize("row", [r for r, _ in DO_ROWS], ids=[i for _, i in DO_ROWS])
+def test_app_platform_specs_are_valid_and_say_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
+    project = projects[IDS[ROWS.index(row)]]
+    d = _derived(row)
+    for env, spec in _do_specs(project).items():
+        assert _do_errors(spec) == [], env
+        size = d["environments"][env]
+        assert spec["name"] == d["do_app_names"][env] and len(spec["name"]) <= 32
+        assert spec["region"] == row.get("do_region", "nyc")
+        assert {a["rule"] for a in spec["alerts"]} >= {
+            "DEPLOYMENT_FAILED",
+            "DOMAIN_FAILED",
+            "CPU_UTILIZATION",
+            "MEM_UTILIZATION",
+        }
+        if size["domain"]:
+            assert spec["domains"] == [{"domain": size["domain"], "type": "PRIMARY"}]
+        else:
+            assert "domains" not in spec
+        (web,) = spec["services"]
+        assert web["dockerfile_path"] == "Dockerfile" and web["github"]["deploy_on_push"] is True
+        assert web["http_port"] == d["app_port"]
+        assert web["health_check"]["http_path"] == d["health_ready_path"]
+        assert web["health_check"]["port"] == d["app_port"]
+        assert web["liveness_health_check"]["http_path"] == d["health_live_path"]
+        assert web["termination"] == {"drain_seconds": d["drain_seconds"], "grace_period_seconds": d["kill_timeout"]}
+        assert web["instance_size_slug"] == size["do_instance_size"]
+        if "autoscaling" in web:
+            assert "instance_count" not in web, "App Platform refuses instance_count with autoscaling"
+            assert size["do_instance_size"].startswith("apps-d-"), "autoscaling needs a dedicated size"
+            assert web["autoscaling"] == {
+                "min_instance_count": size["min_replicas"],
+                "max_instance_count": size["max_replicas"],
+                "metrics": {"cpu": {"percent": d["autoscale_cpu_percent"]}},
+            }
+        else:
+            assert web["instance_count"] == size["replicas"]
+        envs = {e["key"]: e for e in web["envs"]}
+        assert envs["ENVIRONMENT"]["value"] == env
+        assert envs["GRACEFUL_TIMEOUT"]["value"] == str(d["graceful_timeout"])
+        for name in d["secret_env_names"]:
+            if name == "DATABASE_URL":  # bound to the database component, not a secret to set
+                assert envs[name]["value"] == "${db.DATABASE_URL}"
+            else:
+                assert envs[name]["type"] == "SECRET" and "value" not in envs[name], name
+        assert "WEB_CONCURRENCY" in envs if row["server"] == "gunicorn" else "WEB_CONCURRENCY" not in envs
+        if d["has_db"]:
+            (job,) = spec["jobs"]
+            assert job["kind"] == "PRE_DEPLOY" and job["run_command"] == d["migration_command"]
+            (db,) = spec["databases"]
+            assert db["engine"] == {"postgresql": "PG", "mysql": "MYSQL"}[row["database"]]
+        else:
+            assert "jobs" not in spec and "databases" not in spec
+        if d["has_worker"]:
+            (worker,) = spec["workers"]
+            assert worker["run_command"] == d["worker_command"]
+            assert worker["termination"]["grace_period_seconds"] == d["kill_timeout"]
+        else:
+            assert "workers" not in spec
+
+
+def test_app_platform_schema_rejects_broken_specs(projects: dict[str, Path]) -> None:
+    spec = _do_specs(projects[IDS[0]])["production"]
+    assert _do_errors(spec) == []
+    misspelled = copy.deepcopy(spec)
+    misspelled["services"][0]["http_prot"] = misspelled["services"][0].pop("http_port")
+    bad_rule = copy.deepcopy(spec)
+    bad_rule["alerts"][0]["rule"] = "DEPLOY_FAILED"
+    bad_job = copy.deepcopy(spec)
+    bad_job["jobs"][0]["kind"] = "BEFORE_DEPLOY"
+    for broken in (misspelled, bad_rule, bad_job):
+        assert _do_errors(broken) != []
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS ECS Fargate
+# ---------------------------------------------------------------------------------------------
+AWS_ROWS = [(r, i) for r, i in zip(ROWS, IDS, strict=True) if _uses(r, "aws_ecs")]
+# Fargate's valid task sizes: CPU units -> allowed memory (MiB).
+FARGATE_SIZES = {
+    256: {512, 1024, 2048},
+    512: set(range(1024, 4097, 1024)),
+    1024: set(range(2048, 8193, 1024)),
+    2048: set(range(4096, 16385, 1024)),
+    4096: set(range(8192, 30721, 1024)),
+}
+
+
+@pytest.fixture(scope="module")
+def register_shape() -> Any:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("ecs")
+    return model.operation_model("RegisterTaskDefinition").input_shape
+
+
+def _botocore_errors(params: dict[str, Any], shape: Any) -> list[str]:
+    """ParamValidator's report, plus every string outside its shape's enum (which it skips)."""
+    from botocore.validate import ParamValidator
+
+    report = ParamValidator().validate(params, shape)
+    errors = [report.generate_report()] if report.has_errors() else []
+    errors += _enum_errors(params, shape, "")
+    return errors
+
+
+def _enum_errors(value: Any, shape: Any, where: str) -> list[str]:
+    if shape.type_name == "structure" and isinstance(value, dict):
+        return [
+            error
+            for key, item in value.items()
+            if key in shape.members
+            for error in _enum_errors(item, shape.members[key], f"{where}.{key}")
+        ]
+    if shape.type_name == "list" and isinstance(value, list):
+        return [e for i, item in enumerate(value) for e in _enum_errors(item, shape.member, f"{where}[{i}]")]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return [e for k, item in value.items() for e in _enum_errors(item, shape.value, f"{where}[{k}]")]
+    if shape.type_name == "string" and getattr(shape, "enum", None) and value not in shape.enum:
+        return [f"{where}: {value!r} is not one of {shape.enum}"]
+    return []
+
+
+def _task_definition(project: Path, env: str, component: str = "web") -> dict[str, Any]:
+    """The task definition exactly as deploy.sh registers it (its own placeholder filling)."""
+    result = run(
+        [str(project / "deploy/aws/deploy.sh"), "--print-task-definition", env, component],
+        env={**os.environ, **FAKE_ARNS},
+        timeout=30,
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("row", [r for r, _ in AWS_ROWS], ids=[i for _, i in AWS_ROWS])
+def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
+    row: dict[str, Any], projects: dict[str, Path], register_shape: Any
+) -> None:
+    project = projects[IDS[ROWS.index(row)]]
+    d = _derived(row)
+    script = (project / "deploy/aws/deploy.sh").read_text()
+    components = ["web", "worker"] if d["has_worker"] else ["web"]
+    assert (project / "deploy/aws/worker-task-definition.json").exists() == d["has_worker"]
+    for env in ENVIRONMENTS:
+        for component in components:
+            task = _task_definition(project, env, component)
+            assert _botocore_errors(task, register_shape) == [], (env, component)
+            size = d["environments"][env]
+            assert (int(task["cpu"]), int(task["memory"])) == (size["cpu_units"], size["memory_mib"])
+            assert size["memory_mib"] in FARGATE_SIZES[size["cpu_units"]], "not a Fargate task size"
+            assert task["networkMode"] == "awsvpc" and task["requiresCompatibilities"] == ["FARGATE"]
+            (container,) = task["containerDefinitions"]
+            assert container["name"] == component
+            assert container["image"] == FAKE_ARNS["IMAGE"]
+            assert container["user"] == f"{d['app_uid']}:{d['app_uid']}"
+            assert container["readonlyRootFilesystem"] is True
+            assert {m["containerPath"] for m in container["mountPoints"]} == {"/tmp"}
+            assert container["stopTimeout"] == d["kill_timeout"] <= 120  # Fargate's maximum
+            env_vars = {e["name"]: e["value"] for e in container["environment"]}
+            assert env_vars["ENVIRONMENT"] == env
+            assert env_vars["PORT"] == str(d["app_port"])
+            assert env_vars["GRACEFUL_TIMEOUT"] == str(d["graceful_timeout"])
+            assert [s["name"] for s in container["secrets"]] == d["secret_env_names"]
+            for secret in container["secrets"]:
+                assert secret["valueFrom"] == f"/my-service/{env}/{secret['name']}"
+            logs = container["logConfiguration"]
+            assert logs["logDriver"] == "awslogs"
+            assert logs["options"]["awslogs-group"] == f"/ecs/my-service/{env}"
+            assert logs["options"]["awslogs-region"] == row.get("aws_region", "us-east-1")
+            if component == "web":
+                assert [p["containerPort"] for p in container["portMappings"]] == [d["app_port"]]
+                assert container["healthCheck"]["command"] == ["CMD", *d["healthcheck_argv"]]
+                assert "command" not in container, "the image's CMD starts the server"
+            else:
+                assert container["command"] == d["worker_argv"]
+                assert "portMappings" not in container and "healthCheck" not in container
+    # The one-off migration task runs the new task definition with migration_argv as its command.
+    overrides = re.search(r"^overrides='(.*)'$", script, re.MULTILINE)
+    if d["has_db"]:
+        assert overrides, "deploy.sh has no migration task"
+        assert json.loads(overrides.group(1)) == {
+            "containerOverrides": [{"name": "web", "command": d["migration_argv"]}]
+        }
+        assert "aws ecs wait tasks-stopped" in script and "aws ecs wait services-stable" in script
+    else:
+        assert overrides is None and "run-task" not in script
+
+
+def test_ecs_validation_catches_what_botocore_alone_misses(projects: dict[str, Path], register_shape: Any) -> None:
+    from botocore.validate import ParamValidator
+
+    task = _task_definition(projects[IDS[0]], "production")
+    assert _botocore_errors(task, register_shape) == []
+    bad_enum = copy.deepcopy(task)
+    bad_enum["networkMode"] = "bridgey"
+    assert not ParamValidator().validate(bad_enum, register_shape).has_errors()  # the validator's gap
+    assert any("bridgey" in e for e in _botocore_errors(bad_enum, register_shape))
+    unknown = copy.deepcopy(task)
+    unknown["containerDefinitions"][0]["stopTimeOut"] = 30
+    wrong_type = copy.deepcopy(task)
+    wrong_type["containerDefinitions"][0]["stopTimeout"] = "30"
+    for broken in (unknown, wrong_type):
+        assert _botocore_errors(broken, register_shape) != []
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation's short-form tags (!Ref, !Sub, ...) as plain data."""
+
+
+def _cfn_tag(loader: yaml.Loader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {suffix: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+@pytest.mark.parametrize("row", [r for r, _ in AWS_ROWS], ids=[i for _, i in AWS_ROWS])
+def test_cloudformation_says_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
+    project = projects[IDS[ROWS.index(row)]]
+    d = _derived(row)
+    cfn = yaml.load((project / "deploy/aws/cloudformation.yaml").read_text(), Loader=_CfnLoader)
+    res = cfn["Resources"]
+    tg = res["TargetGroup"]["Properties"]
+    assert tg["HealthCheckPath"] == d["health_ready_path"] and tg["Port"] == d["app_port"]
+    attributes = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
+    assert attributes["deregistration_delay.timeout_seconds"] == str(d["graceful_timeout"])
+    service = res["Service"]["Properties"]
+    assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert service["HealthCheckGracePeriodSeconds"] == d["startup_timeout"]
+    assert service["LoadBalancers"][0]["ContainerPort"] == d["app_port"]
+    assert ("WorkerService" in res) == d["has_worker"]
+    config = cfn["Mappings"]["EnvironmentConfig"]
+    for env in ENVIRONMENTS:
+        size = d["environments"][env]
+        assert (config[env]["MinCapacity"], config[env]["MaxCapacity"]) == (size["min_replicas"], size["max_replicas"])
+        assert config[env]["DesiredCount"] == size["replicas"]
+    policy = res["CpuScalingPolicy"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["TargetValue"] == d["autoscale_cpu_percent"]
+    # Security groups: the ALB is open on 80/443 only; the tasks accept the ALB only, on the app port.
+    alb_ports = {
+        (r["FromPort"], r["ToPort"]) for r in res["LoadBalancerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    }
+    assert alb_ports == {(80, 80), (443, 443)}
+    assert "SecurityGroupIngress" not in res["TaskSecurityGroup"]["Properties"]
+    task_ingress = res["TaskIngressFromLoadBalancer"]["Properties"]
+    assert (task_ingress["FromPort"], task_ingress["ToPort"]) == (d["app_port"], d["app_port"])
+    assert task_ingress["SourceSecurityGroupId"] == {"Ref": "LoadBalancerSecurityGroup"}
+    # The execution role reads exactly the secrets the task definition names, and nothing else.
+    policies = {
+        p["PolicyName"]: p["PolicyDocument"]["Statement"] for p in res["ExecutionRole"]["Properties"]["Policies"]
+    }
+    (read,) = policies["read-secrets"]
+    assert read["Action"] == "ssm:GetParameters"
+    assert [r["Sub"].rsplit("/", 1)[1] for r in read["Resource"]] == d["secret_env_names"]
+    assert "Policies" not in res["TaskRole"]["Properties"] and "ManagedPolicyArns" not in res["TaskRole"]["Properties"]
+    wildcard = [s for ss in policies.values() for s in ss if s["Resource"] == "*"]
+    assert [s["Action"] for s in wildcard] == ["ecr:GetAuthorizationToken"]
+
+
+def test_cfn_lint_passes_every_rendered_template(projects: dict[str, Path], tmp_path: Path) -> None:
+    templates = [str(projects[i] / "deploy/aws/cloudformation.yaml") for _, i in AWS_ROWS]
+    result = run([_tool("cfn-lint"), *templates], check=False, timeout=300)
+    assert result.returncode == 0, f"cfn-lint found errors or warnings:\n{result.stdout}{result.stderr}"
+    # And it does catch a broken one: a misspelled property and a bad health check path type.
+    broken = tmp_path / "broken.yaml"
+    text = Path(templates[0]).read_text()
+    broken.write_text(text.replace("HealthCheckPath:", "HealthCheckPth:", 1))
+    result = run([_tool("cfn-lint"), str(broken)], check=False, timeout=120)
+    assert result.returncode != 0 and "HealthCheckPth" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Deploy scripts and docs
+# ---------------------------------------------------------------------------------------------
+SCRIPTS = {
+    "railway": "deploy/railway/deploy.sh",
+    "digitalocean": "deploy/digitalocean/deploy.sh",
+    "aws_ecs": "deploy/aws/deploy.sh",
+}
+DOCS = {
+    "railway": "docs/deploy/railway.md",
+    "digitalocean": "docs/deploy/digitalocean.md",
+    "aws_ecs": "docs/deploy/aws.md",
+}
+
+
+def _chosen(kind: dict[str, str]) -> Iterator[tuple[str, Path, str, dict[str, Any]]]:
+    for row, name in zip(ROWS, IDS, strict=True):
+        for platform, rel in kind.items():
+            yield name, Path(rel), platform, row
+
+
+def test_deploy_scripts_are_executable_and_shellcheck_clean(projects: dict[str, Path]) -> None:
+    scripts = []
+    for name, rel, platform, row in _chosen(SCRIPTS):
+        path = projects[name] / rel
+        assert path.exists() == _uses(row, platform), f"{name}: {rel}"
+        if path.exists():
+            assert path.stat().st_mode & stat.S_IXUSR, f"{name}/{rel} is not executable"
+            assert path.read_text().startswith("#!/usr/bin/env bash\n")
+            assert "set -euo pipefail" in path.read_text()
+            scripts.append(str(path))
+    result = run([_tool("shellcheck"), "--severity=style", *scripts], check=False, timeout=120)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("platform", MINE)
+def test_deploy_scripts_print_usage_on_bad_arguments(platform: str, projects: dict[str, Path]) -> None:
+    script = projects[IDS[0]] / SCRIPTS[platform]
+    for args in (["qa"], ["staging", "extra", "more"]):
+        result = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and "Usage:" in result.stderr, (args, result.stderr)
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_docs_pages_cover_each_platform_and_the_next_steps_point_at_them(projects: dict[str, Path]) -> None:
+    for name, rel, platform, row in _chosen(DOCS):
+        page = projects[name] / rel
+        assert page.exists() == _uses(row, platform), f"{name}: {rel}"
+        if not page.exists():
+            continue
+        text = page.read_text()
+        for heading in ("## Create first", "## Deploy", "## Roll back", "## Scale"):
+            assert heading in text, f"{name}/{rel} lacks {heading}"
+        for secret in _derived(row)["secret_env_names"]:
+            assert secret in text, f"{name}/{rel} does not name the secret {secret}"
+        assert rel.as_posix() in context.PLATFORM_NEXT_STEPS[platform], "the message after copy points elsewhere"
+    railway_postgres = (projects[IDS[0]] / DOCS["railway"]).read_text()
+    assert "${{Postgres.DATABASE_URL}}" in railway_postgres
+
+
+def test_sqlite_on_railway_is_one_replica_with_a_volume(projects: dict[str, Path]) -> None:
+    """The Dockerfile puts the SQLite file where railway.json requires the volume."""
+    project = projects[IDS[ROWS.index(ROWS[6])]]
+    required = json.loads((project / "railway.json").read_text())["deploy"]["requiredMountPath"]
+    assert f"sqlite:///{required}/" in (project / "Dockerfile").read_text()
+    assert f"sqlite:///{required}/" in (project / DOCS["railway"]).read_text()
+
+
+def test_derived_platform_values() -> None:
+    slug = "a-very-long-service-name-for-the-platform-ok"[:40]
+    d = context.derive({"project_slug": slug, "database": "postgresql", "redis": True, "sentry": True})
+    assert all(len(name) <= 32 and not name.endswith("-") for name in d["do_app_names"].values())
+    assert d["do_app_names"]["staging"].endswith("-staging")
+    assert d["secret_env_names"] == ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "SENTRY_DSN"]
+    assert context.derive({"database": "none"})["secret_env_names"] == ["SECRET_KEY"]
+    for env in d["environments"].values():
+        assert env["memory_mib"] in FARGATE_SIZES[env["cpu_units"]]
+    assert d["startup_timeout"] > d["kill_timeout"]
