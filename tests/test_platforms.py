@@ -520,3 +520,166 @@ def test_derived_platform_values() -> None:
     for env in d["environments"].values():
         assert env["memory_mib"] in FARGATE_SIZES[env["cpu_units"]]
     assert d["startup_timeout"] > d["kill_timeout"]
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy/aws/deploy.sh's control flow, against a recording stand-in for the aws CLI
+# ---------------------------------------------------------------------------------------------
+# No AWS account is reachable from the test machines, so `aws` and the container engine are
+# small programs that answer like the real CLI for the calls deploy.sh makes and record them.
+FAKE_AWS = r"""#!PYTHON
+import json, os, re, sys
+from pathlib import Path
+
+state_file = Path(os.environ["FAKE_AWS_STATE"])
+state = json.loads(state_file.read_text())
+args = sys.argv[1:]
+state["calls"].append(args)
+
+def arg(name):
+    return args[args.index(name) + 1] if name in args else ""
+
+def out(text=""):
+    state_file.write_text(json.dumps(state))
+    print(text)
+    sys.exit(0)
+
+cmd = " ".join(args[:2])
+query = arg("--query")
+if cmd == "cloudformation describe-stacks":
+    key = re.search(r"OutputKey=='(\w+)'", query)
+    if key:
+        outputs = {
+            "ClusterName": "cluster", "ExecutionRoleArn": "arn:aws:iam::123456789012:role/exec",
+            "TaskRoleArn": "arn:aws:iam::123456789012:role/task", "TaskSubnetIds": "subnet-a,subnet-b",
+            "TaskSecurityGroupId": "sg-1", "AssignPublicIp": "DISABLED", "LoadBalancerUrl": "http://alb",
+            "ServiceName": "web-svc" if "TaskDefinitionArn" in state["services"] else "None",
+            "WorkerServiceName": "worker-svc" if "WorkerTaskDefinitionArn" in state["services"] else "None",
+        }
+        out(outputs.get(key.group(1), "None"))
+    if "RepositoryName" in query:
+        out("my-service")
+    out("Environment\tVpcId\tPublicSubnetIds\tTaskSubnetIds\tTaskDefinitionArn\tWorkerTaskDefinitionArn")
+if cmd == "sts get-caller-identity":
+    out("123456789012")
+if cmd == "ecr describe-images":
+    sys.exit(0 if state["image_exists"] else 254)
+if cmd == "ecr get-login-password":
+    out("token")
+if cmd == "ecs register-task-definition":
+    task = json.loads(Path(arg("--cli-input-json").removeprefix("file://")).read_text())
+    state["registered"].append(task)
+    family = task["family"]
+    arn = f"arn:aws:ecs:us-east-1:123456789012:task-definition/{family}:{len(state['registered'])}"
+    state["arns"]["worker" if family.endswith("-worker") else "web"] = arn
+    out(arn)
+if cmd == "ecs run-task":
+    out("arn:aws:ecs:us-east-1:123456789012:task/cluster/migrate1")
+if cmd == "ecs describe-tasks":
+    out(state["migration_exit"] if "exitCode" in query else "Essential container in task exited")
+if cmd == "cloudformation update-stack":  # a TaskDefinitionArn parameter creates its service
+    state["services"] += re.findall(r"ParameterKey=(\w+),ParameterValue=", " ".join(args))
+if cmd == "ecs describe-services":
+    component = "web" if arg("--services") == "web-svc" else "worker"
+    arn = state["arns"][component]
+    if state["rolled_back"]:
+        arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/old:1"
+    out(f"{arn}\tCOMPLETED")
+out()
+"""
+FAKE_ENGINE = """#!/usr/bin/env bash
+echo "$*" >>"$FAKE_ENGINE_LOG"
+cat >/dev/null  # login reads the password from stdin
+"""
+
+
+@pytest.fixture(scope="module")
+def aws_project(projects: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed copy of a project with a database and a worker (deploy.sh tags by commit)."""
+    name = IDS[1]
+    assert ROWS[1]["database"] != "none" and ROWS[1].get("worker")
+    dest = tmp_path_factory.mktemp("aws") / name
+    shutil.copytree(projects[name], dest)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
+    run(["git", "init", "-q"], cwd=dest, env=dict(os.environ))
+    run(["git", "add", "-A"], cwd=dest, env=dict(os.environ))
+    run([*git, "commit", "-q", "-m", "init"], cwd=dest, env=dict(os.environ))
+    return dest
+
+
+def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "aws").write_text(FAKE_AWS.replace("PYTHON", sys.executable, 1))
+    (bin_dir / "docker").write_text(FAKE_ENGINE)
+    for tool in ("aws", "docker"):
+        (bin_dir / tool).chmod(0o755)
+    state_file = tmp / "state.json"
+    state = {"calls": [], "registered": [], "arns": {}, "image_exists": False}
+    state["services"] = ["TaskDefinitionArn", "WorkerTaskDefinitionArn"]
+    state |= {"migration_exit": "0", "rolled_back": False, **scenario}
+    state_file.write_text(json.dumps(state))
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_AWS_STATE": str(state_file),
+        "FAKE_ENGINE_LOG": str(tmp / "engine.log"),
+    }
+    result = subprocess.run(
+        [str(project / "deploy/aws/deploy.sh"), "staging"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result, json.loads(state_file.read_text())
+
+
+def _called(state: dict[str, Any], *prefix: str) -> list[list[str]]:
+    return [c for c in state["calls"] if c[: len(prefix)] == list(prefix)]
+
+
+def test_aws_deploy_builds_registers_migrates_then_updates(aws_project: Path, tmp_path: Path) -> None:
+    d = _derived(ROWS[1])
+    result, state = _deploy_aws(aws_project, tmp_path)
+    assert result.returncode == 0, result.stderr
+    commit = run(["git", "rev-parse", "--short=12", "HEAD"], cwd=aws_project, env=dict(os.environ)).stdout.strip()
+    image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service:{commit}"
+    engine = (tmp_path / "engine.log").read_text()
+    assert f"push {image}" in engine and "build --platform linux/amd64" in engine
+    assert [t["containerDefinitions"][0]["image"] for t in state["registered"]] == [image, image]
+    (run_task,) = _called(state, "ecs", "run-task")
+    overrides = json.loads(run_task[run_task.index("--overrides") + 1])
+    assert overrides["containerOverrides"][0]["command"] == d["migration_argv"]
+    assert run_task[run_task.index("--task-definition") + 1] == state["arns"]["web"]
+    order = [" ".join(c[:2]) for c in state["calls"]]
+    assert order.index("ecs wait") < order.index("ecs update-service"), "migrations finish before the update"
+    updates = _called(state, "ecs", "update-service")
+    assert [u[u.index("--task-definition") + 1] for u in updates] == [state["arns"]["web"], state["arns"]["worker"]]
+    assert len(_called(state, "ecs", "wait", "services-stable")) == 2
+
+
+def test_aws_deploy_stops_when_the_migration_fails(aws_project: Path, tmp_path: Path) -> None:
+    result, state = _deploy_aws(aws_project, tmp_path, migration_exit="1", image_exists=True)
+    assert result.returncode == 1
+    assert "migrations failed (exit code 1" in result.stderr
+    assert _called(state, "ecs", "update-service") == [] and _called(state, "cloudformation", "update-stack") == []
+    assert not (tmp_path / "engine.log").exists(), "an image already in ECR is not rebuilt"
+
+
+def test_aws_deploy_fails_when_the_circuit_breaker_rolled_back(aws_project: Path, tmp_path: Path) -> None:
+    result, _ = _deploy_aws(aws_project, tmp_path, rolled_back=True, image_exists=True)
+    assert result.returncode == 1 and "circuit breaker rolled it back" in result.stderr
+
+
+def test_aws_first_deploy_creates_the_services_through_the_stack(aws_project: Path, tmp_path: Path) -> None:
+    result, state = _deploy_aws(aws_project, tmp_path, services=[], image_exists=True)
+    assert result.returncode == 0, result.stderr
+    (first, second) = _called(state, "cloudformation", "update-stack")
+    assert "--use-previous-template" in first
+    assert f"ParameterKey=TaskDefinitionArn,ParameterValue={state['arns']['web']}" in first
+    assert "ParameterKey=VpcId,UsePreviousValue=true" in first
+    assert "ParameterKey=TaskDefinitionArn,UsePreviousValue=true" not in first
+    assert f"ParameterKey=WorkerTaskDefinitionArn,ParameterValue={state['arns']['worker']}" in second
+    assert _called(state, "ecs", "update-service") == []
