@@ -73,9 +73,7 @@ def run(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, and on failure show its output in the assertion message."""
-    result = subprocess.run(
-        cmd, cwd=cwd, env=env or PROJECT_ENV, capture_output=True, text=True, timeout=timeout
-    )
+    result = subprocess.run(cmd, cwd=cwd, env=env or PROJECT_ENV, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(map(str, cmd))} exited {result.returncode} in {cwd}\n"

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import PROJECT_ENV, REDIS_URL, UV, run
+from conftest import PROJECT_ENV, UV, run
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -123,5 +122,3 @@ def test_redis_ready_check_fails_without_redis_when_required(project: Callable[.
     )
     assert result.returncode == 1, result.stdout
     assert "Redis is required (REQUIRE_SERVICES=1) but unreachable" in result.stdout
-
-

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import ROOT, render_template
 
 COPIER_YML = yaml.safe_load((ROOT / "copier.yml").read_text())
@@ -33,10 +32,7 @@ COMPANIONS: dict[tuple[str, Any], dict[str, Any]] = {
     ("do_region", None): {"platforms": ["digitalocean"]},
 }
 EVERY_CHOICE = [
-    (name, choice)
-    for name, spec in QUESTIONS.items()
-    for choice in _choices(spec)
-    if not spec.get("multiselect")
+    (name, choice) for name, spec in QUESTIONS.items() for choice in _choices(spec) if not spec.get("multiselect")
 ]
 
 

@@ -34,9 +34,7 @@ def questions_table() -> str:
         default_text = f"`{_cell(default)}`" if default not in ("", None, []) else "(empty)"
         multi = " (several)" if spec.get("multiselect") else ""
         when = f"`{_cell(spec['when'])}`" if "when" in spec else "always"
-        rows.append(
-            f"| `{name}` | {_cell(spec.get('help', ''))} | {_choices(spec)}{multi} | {default_text} | {when} |"
-        )
+        rows.append(f"| `{name}` | {_cell(spec.get('help', ''))} | {_choices(spec)}{multi} | {default_text} | {when} |")
     return "\n".join(rows)
 
 
