@@ -69,9 +69,9 @@ PLATFORM_DIRS = {
 }
 
 PLATFORM_NEXT_STEPS = {
-    "railway": "Railway: see docs/deploy/railway.md, then `railway up` (migrations run as preDeployCommand).",
-    "digitalocean": "DigitalOcean: `doctl apps create --spec .do/app.yaml` (docs/deploy/digitalocean.md).",
-    "aws_ecs": "AWS ECS: create the stack in deploy/aws/, then `scripts/deploy.sh aws_ecs` (docs/deploy/aws.md).",
+    "railway": "Railway: see docs/deploy/railway.md, then `scripts/deploy.sh railway staging` (railway up).",
+    "digitalocean": "DigitalOcean: `scripts/deploy.sh digitalocean staging` with doctl (docs/deploy/digitalocean.md).",
+    "aws_ecs": "AWS ECS: create the stack, then `scripts/deploy.sh aws_ecs staging` (docs/deploy/aws.md).",
     "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
     "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
 }
