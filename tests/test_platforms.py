@@ -683,3 +683,103 @@ def test_aws_first_deploy_creates_the_services_through_the_stack(aws_project: Pa
     assert "ParameterKey=TaskDefinitionArn,UsePreviousValue=true" not in first
     assert f"ParameterKey=WorkerTaskDefinitionArn,ParameterValue={state['arns']['worker']}" in second
     assert _called(state, "ecs", "update-service") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy/digitalocean/deploy.sh and deploy/railway/deploy.sh, against recording CLIs
+# ---------------------------------------------------------------------------------------------
+FAKE_DOCTL = r"""#!PYTHON
+import json, os, shutil, sys
+from pathlib import Path
+
+state_file = Path(os.environ["FAKE_STATE"])
+state = json.loads(state_file.read_text())
+args = sys.argv[1:]
+state["calls"].append(args)
+if "--spec" in args or args[:3] == ["apps", "spec", "validate"]:
+    spec = args[args.index("--spec") + 1] if "--spec" in args else args[3]
+    state["specs"].append(Path(spec).read_text())
+output = {
+    ("apps", "list"): "\n".join(f"{i} {name}" for i, name in state["apps"].items()),
+    ("apps", "create"): "new-app-id",
+    ("apps", "update"): "",
+    ("apps", "list-deployments"): state["phase"] + "\nACTIVE",
+    ("apps", "get"): "my-service.ondigitalocean.app",
+}.get(tuple(args[:2]), "")
+state_file.write_text(json.dumps(state))
+print(output)
+"""
+
+
+def _run_with_fake(
+    project: Path, tmp: Path, tool: str, source: str, args: list[str], **state: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / tool).write_text(source.replace("PYTHON", sys.executable, 1))
+    (bin_dir / tool).chmod(0o755)
+    state_file = tmp / "state.json"
+    state_file.write_text(json.dumps({"calls": [], "specs": [], **state}))
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_STATE": str(state_file)}
+    env.pop("GITHUB_REPOSITORY", None)
+    result = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    return result, json.loads(state_file.read_text())
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_digitalocean_deploy_applies_the_environment_spec(env: str, projects: dict[str, Path], tmp_path: Path) -> None:
+    project = projects[IDS[1]]
+    names = _derived(ROWS[1])["do_app_names"]
+    script = [str(project / "deploy/digitalocean/deploy.sh"), env]
+    result, state = _run_with_fake(
+        project, tmp_path, "doctl", FAKE_DOCTL, ["env", "DO_GITHUB_REPO=acme/orders", *script], apps={}, phase="ACTIVE"
+    )
+    assert result.returncode == 0, result.stderr
+    validated, created = state["specs"]
+    assert validated == created
+    spec = yaml.safe_load(created)
+    assert _do_errors(spec) == []
+    expected = _do_specs(project)[env]
+    for component in ("services", "jobs", "workers"):
+        for item in expected.get(component, []):
+            item["github"]["repo"] = "acme/orders"
+    assert spec == expected, "deploy.sh applies exactly the environment's spec, with the repository filled in"
+    assert spec["name"] == names[env]
+    # The second run finds the app by name and updates it; a failed deployment fails the script.
+    result, state = _run_with_fake(
+        project,
+        tmp_path,
+        "doctl",
+        FAKE_DOCTL,
+        ["env", "DO_GITHUB_REPO=acme/orders", *script],
+        apps={"app-1": names[env]},
+        phase="ERROR",
+    )
+    assert [c[:3] for c in state["calls"] if c[1] in ("create", "update")] == [["apps", "update", "app-1"]]
+    assert result.returncode == 1 and "ended in phase ERROR" in result.stderr
+
+
+def test_digitalocean_deploy_needs_a_repository(projects: dict[str, Path], tmp_path: Path) -> None:
+    project = projects[IDS[1]]  # not a git checkout: no origin remote to read
+    result, state = _run_with_fake(
+        project,
+        tmp_path,
+        "doctl",
+        FAKE_DOCTL,
+        [str(project / "deploy/digitalocean/deploy.sh")],
+        apps={},
+        phase="ACTIVE",
+    )
+    assert result.returncode == 2 and "DO_GITHUB_REPO" in result.stderr
+    assert state["calls"] == []
+
+
+def test_railway_deploy_runs_railway_up_for_the_environment(projects: dict[str, Path], tmp_path: Path) -> None:
+    project = projects[IDS[0]]
+    fake = '#!/usr/bin/env bash\nprintf \'%s\\n\' "$*" >>"$FAKE_STATE.log"\n'
+    result, _ = _run_with_fake(
+        project, tmp_path, "railway", fake, [str(project / "scripts/deploy.sh"), "railway", "staging"]
+    )
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "state.json.log").read_text().splitlines()
+    assert calls == ["up --ci --service my-service --environment staging"]
