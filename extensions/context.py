@@ -30,6 +30,7 @@ STARTUP_TIMEOUT = 120
 UV_VERSION = "0.13.9"
 # Numeric UID and GID of the image's non-root user (files stay owned by root).
 APP_UID = 10001
+REDIS_IMAGE = "redis:7.4-alpine"
 
 DATABASES: dict[str, dict[str, Any]] = {
     "postgresql": {
@@ -170,6 +171,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # Numeric user and group the image runs as (never root); platforms that set
         # runAsUser/user read the same value.
         "app_uid": APP_UID,
+        # Redis of the compose stack (and any platform that runs its own).
+        "redis_image": REDIS_IMAGE,
         "image_name": answers.get("project_slug") or "app",
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "platform_dirs": PLATFORM_DIRS,

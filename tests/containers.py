@@ -84,9 +84,7 @@ class Engine:
         for key, value in (build_args or {}).items():
             cmd += ["--build-arg", f"{key}={value}"]
         cmd += [*extra, str(context)]
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=self.env(), cwd=context
-        )
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(), cwd=context)
         log = result.stdout + result.stderr
         if result.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{log[-8000:]}")
@@ -207,7 +205,7 @@ def build_standin_uv(engine: Engine, uv_version: str, ref: str) -> None:
         context.mkdir()
         for name in ("uv", "uvx"):
             shutil.copy2(target / "bin" / name, context / name)
-        (context / "Dockerfile").write_text("FROM scratch\nCOPY uv uvx /\nENTRYPOINT [\"/uv\"]\n")
+        (context / "Dockerfile").write_text('FROM scratch\nCOPY uv uvx /\nENTRYPOINT ["/uv"]\n')
         flags = [f for f in engine.build_flags if f not in ("--network", "host")]
         subprocess.run(
             engine.cmd("build", *flags, "-t", ref, str(context)),
@@ -241,3 +239,19 @@ if __name__ == "__main__":  # python tests/containers.py 3.11 0.13.9: prepare th
     if found is None:
         raise SystemExit("no container engine: neither `docker info` nor podman works")
     print(ensure_base_images(found, sys.argv[1] if len(sys.argv) > 1 else "3.11", sys.argv[2]))
+
+
+def derive(answers: dict) -> dict:
+    """extensions/context.py's derive(), loaded by path (extensions/ is not a package on sys.path)."""
+    import importlib.util
+
+    name = "fd_context_for_containers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parent.parent / "extensions/context.py"
+        )
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name].derive(answers)
