@@ -50,7 +50,16 @@ ROWS: list[dict[str, Any]] = [
         "sentry": True,
     },
     {"database": "mysql", "server": "uvicorn", "platforms": list(MINE), "redis": True, "worker": "arq"},
-    {"database": "mysql", "server": "gunicorn", "platforms": list(MINE), "cors_origins": "https://app.example.com"},
+    {
+        "database": "mysql",
+        "server": "gunicorn",
+        "platforms": list(MINE),
+        "cors_origins": "https://app.example.com",
+        # A 40-character slug (App Platform names stop at 32) and regions other than the defaults.
+        "project_slug": "orders-api-for-the-warehouse-team-europe",
+        "aws_region": "eu-west-2",
+        "do_region": "fra",
+    },
     {"database": "none", "server": "uvicorn", "platforms": list(MINE)},
     {"database": "none", "server": "gunicorn", "platforms": list(MINE), "redis": True, "worker": "arq"},
     {"database": "sqlite", "server": "uvicorn", "platforms": ["railway"]},
@@ -82,7 +91,8 @@ def projects(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def _derived(row: dict[str, Any]) -> dict[str, Any]:
-    answers = {"project_slug": "my-service", "package_name": "my_service", **row}
+    slug = row.get("project_slug", "my-service")
+    answers = {"project_slug": slug, "package_name": slug.replace("-", "_"), **row}
     return context.derive(answers)
 
 
@@ -328,10 +338,10 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
             assert env_vars["GRACEFUL_TIMEOUT"] == str(d["graceful_timeout"])
             assert [s["name"] for s in container["secrets"]] == d["secret_env_names"]
             for secret in container["secrets"]:
-                assert secret["valueFrom"] == f"/my-service/{env}/{secret['name']}"
+                assert secret["valueFrom"] == f"/{d['image_name']}/{env}/{secret['name']}"
             logs = container["logConfiguration"]
             assert logs["logDriver"] == "awslogs"
-            assert logs["options"]["awslogs-group"] == f"/ecs/my-service/{env}"
+            assert logs["options"]["awslogs-group"] == f"/ecs/{d['image_name']}/{env}"
             assert logs["options"]["awslogs-region"] == row.get("aws_region", "us-east-1")
             if component == "web":
                 assert [p["containerPort"] for p in container["portMappings"]] == [d["app_port"]]
