@@ -195,6 +195,7 @@ def test_app_platform_specs_are_valid_and_say_what_derive_says(row: dict[str, An
         else:
             assert "domains" not in spec
         (web,) = spec["services"]
+        assert spec["ingress"]["rules"] == [{"match": {"path": {"prefix": "/"}}, "component": {"name": web["name"]}}]
         assert web["dockerfile_path"] == "Dockerfile" and web["github"]["deploy_on_push"] is True
         assert web["http_port"] == d["app_port"]
         assert web["health_check"]["http_path"] == d["health_ready_path"]
@@ -341,6 +342,7 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
                 assert secret["valueFrom"] == f"/{d['image_name']}/{env}/{secret['name']}"
             logs = container["logConfiguration"]
             assert logs["logDriver"] == "awslogs"
+            assert logs["options"]["mode"] == "non-blocking", "a slow log sink must not stall the app"
             assert logs["options"]["awslogs-group"] == f"/ecs/{d['image_name']}/{env}"
             assert logs["options"]["awslogs-region"] == row.get("aws_region", "us-east-1")
             if component == "web":
