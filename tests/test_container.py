@@ -80,12 +80,26 @@ _BUILT: dict[str, Built] = {}
 
 
 def prepare_project(template_src: Path, dest: Path, answers: dict[str, Any]) -> Path:
-    """Render, lock (as a user gets uv.lock), and add what must never reach the image."""
-    render_template(template_src, dest, python_version=PYTHON, **answers)
-    if not (dest / "uv.lock").exists():
+    """Render with the post-generation tasks, as a user gets the project: uv.lock, a .env with
+    fresh secrets, a .venv and a first git commit, all of which sit in the build context."""
+    render_template(template_src, dest, tasks=True, python_version=PYTHON, **answers)
+    if not (dest / "uv.lock").exists():  # the lock task reports failures without stopping
         run([UV, "lock", "--quiet"], cwd=dest, timeout=300)
-    run(["git", "init", "-q"], cwd=dest, env=dict(os.environ))
+    if not (dest / ".git").exists():
+        run(["git", "init", "-q"], cwd=dest, env=dict(os.environ))
     return dest
+
+
+def env_secret(project: Path) -> str:
+    """SECRET_KEY of the project's .env (written by the secrets task; added here if it is not)."""
+    env = project / ".env"
+    text = env.read_text() if env.exists() else ""
+    for line in text.splitlines():
+        if line.startswith("SECRET_KEY=") and "_your_" not in line:
+            return line.split("=", 1)[1]
+    secret = secrets.token_urlsafe(32)
+    env.write_text(text + f"\nSECRET_KEY={secret}\n")
+    return secret
 
 
 def build_args() -> dict[str, str]:
@@ -100,8 +114,7 @@ def built(
         if name not in _BUILT:
             answers = {"project_name": f"Box {name}", **VARIANTS[name]}
             dest = prepare_project(template_src, tmp_path_factory.mktemp("image") / f"box-{name}", answers)
-            secret = secrets.token_urlsafe(32)
-            (dest / ".env").write_text(f"SECRET_KEY={secret}\n")
+            secret = env_secret(dest)
             tag = f"localhost/fd-test-{name}:{uuid.uuid4().hex[:8]}"
             log = engine.build(dest, tag, build_args())
             _BUILT[name] = Built(name, answers, dest, tag, log)
@@ -674,6 +687,8 @@ def test_dockerignore_keeps_secrets_vcs_caches_and_tests_out(
     finally:
         subprocess.run(engine.cmd("rmi", "-f", tag), capture_output=True, timeout=60)
     arrived = {line.removeprefix("/context/") for line in listing}
-    assert not [p for p in unwanted if p in arrived or p.split("/")[0] in arrived], sorted(arrived)
+    assert not [p for p in unwanted if p in arrived], sorted(arrived)
+    assert not {".git", ".venv", "tests", ".pytest_cache", ".ruff_cache"} & arrived, sorted(arrived)
+    assert not [p for p in arrived if "__pycache__" in p or Path(p).name.startswith(".env")], sorted(arrived)
     needed = ["pyproject.toml", "README.md", f"src/{package}/main.py", "alembic.ini", "migrations/env.py"]
     assert set(needed) <= arrived, sorted(arrived)
