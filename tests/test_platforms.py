@@ -124,6 +124,7 @@ def test_railway_json_is_valid_and_says_what_derive_says(row: dict[str, Any], pr
     assert deploy["healthcheckTimeout"] == d["startup_timeout"]
     assert deploy["drainingSeconds"] == d["kill_timeout"]
     assert "startCommand" not in deploy, "the Dockerfile's CMD starts the server"
+    assert f"CMD {json.dumps(d['serve_argv'])}" in (project / "Dockerfile").read_text().splitlines()
     if d["has_db"]:
         assert deploy["preDeployCommand"] == [d["migration_command"]]
     else:
@@ -316,6 +317,7 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
     project = projects[IDS[ROWS.index(row)]]
     d = _derived(row)
     script = (project / "deploy/aws/deploy.sh").read_text()
+    dockerfile = (project / "Dockerfile").read_text().splitlines()
     components = ["web", "worker"] if d["has_worker"] else ["web"]
     assert (project / "deploy/aws/worker-task-definition.json").exists() == d["has_worker"]
     for env in ENVIRONMENTS:
@@ -330,6 +332,7 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
             assert container["name"] == component
             assert container["image"] == FAKE_ARNS["IMAGE"]
             assert container["user"] == f"{d['app_uid']}:{d['app_uid']}"
+            assert f"USER {container['user']}" in dockerfile, "ECS runs the image as another user"
             assert container["readonlyRootFilesystem"] is True
             assert {m["containerPath"] for m in container["mountPoints"]} == {"/tmp"}
             assert container["stopTimeout"] == d["kill_timeout"] <= 120  # Fargate's maximum
