@@ -22,7 +22,7 @@ LATER = "when uv works and the index answers, run `uv lock` in the project folde
 
 def run_step(project: Project) -> str:
     if not (project.root / "pyproject.toml").is_file():
-        raise StepFailed("pyproject.toml is missing, so there is nothing to lock", "restore pyproject.toml, then re-run")
+        raise StepFailed("pyproject.toml is missing, so there is nothing to lock", "restore it, then re-run")
     try:
         uv = working_uv(project)
     except StepFailed as exc:

@@ -9,6 +9,7 @@ Running it again finds nothing left to move.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def run_step(project: Project, old: str, new: str) -> str:
             continue
         destination.parent.mkdir(parents=True, exist_ok=True)
         if relative in tracked and git:
-            result = run([git, "mv", "-k", "--", relative, destination.relative_to(root).as_posix()], cwd=root, kind="git")
+            moved_to = destination.relative_to(root).as_posix()
+            result = run([git, "mv", "-k", "--", relative, moved_to], cwd=root, kind="git")
             if result.returncode != 0 or path.exists():
                 raise StepFailed(f"`git mv {relative}` failed: {result.output}", "move the file by hand, then re-run")
         else:
@@ -60,7 +62,5 @@ def run_step(project: Project, old: str, new: str) -> str:
 
 
 def _rmdir_if_empty(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         folder.rmdir()
-    except OSError:
-        pass

@@ -64,9 +64,7 @@ def run_step(project: Project) -> str:
             missing = [name for name in variables(example_path.read_text(encoding="utf-8")) if name not in have]
         mode = env_path.stat().st_mode & 0o777
         if mode & 0o077:
-            project.note(
-                f".env is readable by others (mode {mode:o}): `chmod 600 .env` keeps its secrets yours"
-            )
+            project.note(f".env is readable by others (mode {mode:o}): `chmod 600 .env` keeps its secrets yours")
         if missing:
             project.note(
                 f".env lacks {', '.join(missing)}, which .env.example documents: copy those lines "
