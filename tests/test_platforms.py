@@ -33,6 +33,9 @@ from conftest import ROOT, SHARED, render_template, run
 sys.path.insert(0, str(ROOT / "extensions"))
 import context  # extensions/context.py, the single source of derived values
 
+# One xdist worker renders the answer sets once and runs every test of this module on them.
+pytestmark = pytest.mark.xdist_group("platforms")
+
 BIN = Path(sys.executable).parent
 SCHEMAS = SHARED / "schemas"
 MINE = ("railway", "digitalocean", "aws_ecs")
