@@ -322,3 +322,20 @@ def test_deploy_rolls_back_when_the_new_pods_never_become_ready(k8s_project: Any
     undone = [line for line in log.splitlines() if "rollout undo" in line]
     assert {line.split()[-1] for line in undone} == {"deployment/my-service-web", "deployment/my-service-worker"}
     assert "migrate" not in log, "no database, no migration Job"
+
+
+@pytest.mark.parametrize("key", ANSWER_SETS)
+def test_docs_page_names_the_secret_keys_namespaces_and_commands(k8s_project: Any, key: str) -> None:
+    project = k8s_project(key)
+    values = derived(project)
+    page = (project / "docs/deploy/kubernetes.md").read_text()
+    (secret,) = documents((project / "deploy/k8s/secret.example.yaml").read_text())
+    for name in secret["stringData"]:
+        assert f"{name}=" in page, f"the page does not show how to set {name}"
+    for environment in ENVIRONMENTS:
+        namespace = one(overlay(project, environment), "Service")["metadata"]["namespace"]
+        assert f"kubectl create namespace {namespace}" in page
+        assert f"scripts/deploy.sh kubernetes {environment}" in page or environment == "staging"
+    assert "rollout undo" in page and "minReplicas" in page
+    if values["has_db"]:
+        assert values["migration_command"] in page

@@ -424,3 +424,18 @@ def test_vm_rollback_switches_to_the_previous_release(vm: dict[str, Any]) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
     assert running(vm) == "v1"
     assert "image" not in vm["log"].read_text().splitlines()[-1], "a rollback ships nothing"
+
+
+@pytest.mark.parametrize("key", VM_SETS)
+def test_vm_docs_name_every_setting_the_deploy_script_reads(rendered: Callable[..., Path], key: str) -> None:
+    import re
+
+    project = rendered(**VM_SETS[key])
+    script = (project / "deploy/vm/deploy.sh").read_text()
+    page = (project / "docs/deploy/vm.md").read_text()
+    settings = set(re.findall(r"\$\{([A-Z][A-Z_]+):[-?]", script))
+    assert {"VM_HOST", "VM_DIR", "TAG"} <= settings
+    missing = sorted(name for name in settings if f"`{name}" not in page and f"{name}=" not in page)
+    assert not missing, f"docs/deploy/vm.md does not mention {missing}"
+    for needed in ("ROLLBACK=1", "scripts/deploy.sh vm production", ".env"):
+        assert needed in page

@@ -206,3 +206,36 @@ def test_no_ci_files_without_ci(template_src: Path, tmp_path: Path) -> None:
     assert not (project / ".github").exists()
     assert not (project / ".gitlab-ci.yml").exists()
     assert not (project / "docs/ci.md").exists()
+
+
+@pytest.mark.parametrize("key", ["all-postgresql-celery", "vm-railway-sqlite"])
+def test_docs_name_every_secret_and_variable_the_workflows_read(rendered: Callable[..., Path], key: str) -> None:
+    project = rendered("github", key)
+    docs = (project / "docs/ci.md").read_text()
+    used: set[str] = set()
+    for path in (project / ".github/workflows").glob("deploy-*.yml"):
+        used |= set(re.findall(r"\b(?:secrets|vars)\.([A-Z_]+)", path.read_text()))
+    used.discard("GITHUB_TOKEN")  # given by GitHub
+    assert used, "the deploy workflows read no secret at all"
+    missing = sorted(name for name in used if f"`{name}`" not in docs)
+    assert not missing, f"docs/ci.md does not say how to set {missing}"
+
+
+@pytest.mark.parametrize("key", ["all-postgresql-celery", "vm-railway-sqlite"])
+def test_gitlab_docs_name_the_variables_the_deploy_jobs_read(rendered: Callable[..., Path], key: str) -> None:
+    project = rendered("gitlab", key)
+    pipeline = (project / ".gitlab-ci.yml").read_text()
+    docs = (project / "docs/ci.md").read_text()
+    defined = set(re.findall(r"^\s+([A-Z][A-Z0-9_]+):", pipeline, re.M))
+    exported = set(re.findall(r"export ([A-Z][A-Z0-9_]+)=", pipeline)) | set(
+        re.findall(r" ([A-Z][A-Z0-9_]+)=", pipeline)
+    )
+    read = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", pipeline))
+    # Set in CI/CD settings: read by the jobs, defined nowhere in the file, not GitLab's own CI_*.
+    external = {name for name in read - defined - exported if not name.startswith("CI_")}
+    # Tokens the platform CLIs read from the environment, named in the job's comments.
+    external |= set(re.findall(r"# ([A-Z][A-Z0-9]*_[A-Z0-9_]+(?: and [A-Z][A-Z0-9_]+)?):", pipeline))
+    names = {n for item in external for n in item.split(" and ")}
+    assert names, "no external variables found"
+    missing = sorted(name for name in names if f"`{name}`" not in docs)
+    assert not missing, f"docs/ci.md does not say how to set {missing}"
