@@ -439,3 +439,18 @@ def test_vm_docs_name_every_setting_the_deploy_script_reads(rendered: Callable[.
     assert not missing, f"docs/deploy/vm.md does not mention {missing}"
     for needed in ("ROLLBACK=1", "scripts/deploy.sh vm production", ".env"):
         assert needed in page
+
+
+@pytest.mark.parametrize("key", SCRIPT_SETS)
+def test_readme_links_a_deploy_page_per_chosen_platform(rendered: Callable[..., Path], key: str) -> None:
+    import re
+
+    project = rendered(**SCRIPT_SETS[key])
+    readme = (project / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)]+\.md)\)", readme)
+    assert len([link for link in links if link.startswith("docs/deploy/")]) == len(SCRIPT_SETS[key]["platforms"])
+    for link in links:
+        assert (project / link).is_file(), f"README links {link}, which was not rendered"
+    assert sorted(p.name for p in (project / "docs/deploy").glob("*.md")) == sorted(
+        Path(link).name for link in links if link.startswith("docs/deploy/")
+    )
