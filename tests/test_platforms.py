@@ -564,6 +564,10 @@ def out(text=""):
 
 cmd = " ".join(args[:2])
 query = arg("--query")
+if cmd == "cloudformation describe-stacks" and not state["stack_exists"]:
+    state_file.write_text(json.dumps(state))
+    print("An error occurred (ValidationError): Stack does not exist", file=sys.stderr)
+    sys.exit(254)
 if cmd == "cloudformation describe-stacks":
     key = re.search(r"OutputKey=='(\w+)'", query)
     if key:
@@ -633,7 +637,7 @@ def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.C
     for tool in ("aws", "docker"):
         (bin_dir / tool).chmod(0o755)
     state_file = tmp / "state.json"
-    state = {"calls": [], "registered": [], "arns": {}, "image_exists": False}
+    state = {"calls": [], "registered": [], "arns": {}, "image_exists": False, "stack_exists": True}
     state["services"] = ["TaskDefinitionArn", "WorkerTaskDefinitionArn"]
     state |= {"migration_exit": "0", "rolled_back": False, **scenario}
     state_file.write_text(json.dumps(state))
@@ -801,3 +805,9 @@ def test_railway_deploy_runs_railway_up_for_the_environment(projects: dict[str, 
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "state.json.log").read_text().splitlines()
     assert calls == ["up --ci --service my-service --environment staging"]
+
+
+def test_aws_deploy_needs_the_stack(aws_project: Path, tmp_path: Path) -> None:
+    result, state = _deploy_aws(aws_project, tmp_path, stack_exists=False)
+    assert result.returncode == 1 and "create it from deploy/aws/cloudformation.yaml first" in result.stderr
+    assert [c[:2] for c in state["calls"]] == [["cloudformation", "describe-stacks"]]
