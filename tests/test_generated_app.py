@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ENV, UV, run
+from conftest import PROJECT_ENV, UV, need, run
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -122,3 +122,56 @@ def test_redis_ready_check_fails_without_redis_when_required(project: Callable[.
     )
     assert result.returncode == 1, result.stdout
     assert "Redis is required (REQUIRE_SERVICES=1) but unreachable" in result.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_server_on_all_addresses_answers_ipv4_and_ipv6(
+    server: str, project: Callable[..., Path], fresh_database: Callable[[str], str]
+) -> None:
+    """HOST '::' (the Railway default) must also accept IPv4: the launcher opens a dual-stack
+    socket, where asyncio alone would listen on IPv6 only."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    need(socket.has_dualstack_ipv6(), "this host has no dual-stack IPv6")
+    root = project(server=server, database="sqlite", platforms=["railway"])
+    port = _free_port()
+    env = _env(HOST="::", PORT=str(port), DATABASE_URL=fresh_database("sqlite"), GRACEFUL_TIMEOUT="3")
+    run([UV, "run", "--frozen", "alembic", "upgrade", "head"], cwd=root, env=env)
+    process = subprocess.Popen(
+        [str(root / ".venv" / "bin" / "python"), "-m", "my_service.serve"],
+        cwd=root,
+        env={**env, "PATH": f"{root / '.venv' / 'bin'}:{env['PATH']}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        answers: dict[str, int] = {}
+        deadline = time.monotonic() + 30
+        for host in ("127.0.0.1", "[::1]"):
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://{host}:{port}/health/ready", timeout=2) as response:
+                        answers[host] = response.status
+                        break
+                except OSError:
+                    time.sleep(0.2)
+        assert answers == {"127.0.0.1": 200, "[::1]": 200}, answers
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    # uvicorn re-raises SIGTERM after its clean shutdown (exit status 143 in a container).
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output, output
+    assert ("Application shutdown complete" if server == "uvicorn" else "Shutting down: Master") in output
