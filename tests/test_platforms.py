@@ -553,6 +553,7 @@ state_file = Path(os.environ["FAKE_AWS_STATE"])
 state = json.loads(state_file.read_text())
 args = sys.argv[1:]
 state["calls"].append(args)
+state_file.write_text(json.dumps(state))  # recorded even when the call fails below
 
 def arg(name):
     return args[args.index(name) + 1] if name in args else ""
@@ -565,7 +566,6 @@ def out(text=""):
 cmd = " ".join(args[:2])
 query = arg("--query")
 if cmd == "cloudformation describe-stacks" and not state["stack_exists"]:
-    state_file.write_text(json.dumps(state))
     print("An error occurred (ValidationError): Stack does not exist", file=sys.stderr)
     sys.exit(254)
 if cmd == "cloudformation describe-stacks":
