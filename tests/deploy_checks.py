@@ -72,19 +72,27 @@ def documents(text: str) -> list[dict[str, Any]]:
 
 def kubernetes_validate(text: str, tmp: Path, name: str = "resources.yaml") -> str:
     """Validate every resource in text strictly; unknown kinds fail too. Returns the tool's output."""
-    path = tmp / name
-    path.write_text(text)
+    return kubernetes_validate_files({name: text}, tmp)
+
+
+def kubernetes_validate_files(texts: dict[str, str], tmp: Path) -> str:
+    """One kubernetes-validate --strict run over several files (it loads its schemas once)."""
+    paths = []
+    for name, text in texts.items():
+        paths.append(tmp / name)
+        paths[-1].write_text(text)
     result = subprocess.run(
-        [tool("kubernetes-validate") or "kubernetes-validate", "--strict", str(path)],
+        [tool("kubernetes-validate") or "kubernetes-validate", "--strict", *map(str, paths)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 0, f"kubernetes-validate --strict rejected {name}:\n{output}"
+    assert result.returncode == 0, f"kubernetes-validate --strict rejected {list(texts)}:\n{output}"
     assert "Couldn't find schema" not in output, f"kubernetes-validate knows no schema for a kind:\n{output}"
-    checked = output.count(" passed for resource ")
-    assert checked == len(documents(text)), f"not every resource was checked:\n{output}"
+    for path, text in zip(paths, texts.values(), strict=True):
+        checked = output.count(f"{path} passed for resource ")
+        assert checked == len(documents(text)), f"not every resource of {path.name} was checked:\n{output}"
     return output
 
 

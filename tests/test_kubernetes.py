@@ -20,6 +20,7 @@ from deploy_checks import (
     dockerfile_instructions,
     documents,
     kubernetes_validate,
+    kubernetes_validate_files,
     kustomize,
     kustomize_command,
     one,
@@ -66,13 +67,13 @@ def test_every_rendered_resource_passes_strict_validation(k8s_project: Any, key:
     project = k8s_project(key)
     values = derived(project)
     k8s = project / "deploy/k8s"
-    for environment in ENVIRONMENTS:
-        kubernetes_validate(kustomize(k8s / "overlays" / environment), tmp_path, f"{environment}.yaml")
+    texts = {f"{environment}.yaml": kustomize(k8s / "overlays" / environment) for environment in ENVIRONMENTS}
     if values["has_db"]:
-        kubernetes_validate(kustomize(k8s / "migrate"), tmp_path, "migrate.yaml")
+        texts["migrate.yaml"] = kustomize(k8s / "migrate")
     else:
         assert not (k8s / "migrate").exists(), "no database, so no migration Job"
-    kubernetes_validate((k8s / "secret.example.yaml").read_text(), tmp_path, "secret.yaml")
+    texts["secret.yaml"] = (k8s / "secret.example.yaml").read_text()
+    kubernetes_validate_files(texts, tmp_path)
 
 
 def test_the_validation_catches_a_misspelled_kind_and_an_unknown_field(k8s_project: Any, tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ import pytest
 from conftest import PROJECT_ENV, need, render_template, run
 from deploy_checks import derived, shellcheck, tool
 
+# The tests that share one running app go to one xdist worker, which starts it once.
+RUNNING_APP = pytest.mark.xdist_group("health-check-running-app")
 ALL_PLATFORMS = ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"]
 
 
@@ -164,6 +166,7 @@ def health_check(root: Path, *args: str, env: dict[str, str] | None = None) -> s
     return sh([str(root / "scripts/health-check.sh"), *args], root, env, timeout=90)
 
 
+@RUNNING_APP
 def test_health_check_succeeds_against_the_running_app(running_app: dict[str, Any]) -> None:
     root, values = running_app["root"], running_app["values"]
     url = f"http://127.0.0.1:{running_app['ready_port']}{values['health_ready_path']}"
@@ -176,6 +179,7 @@ def test_health_check_succeeds_against_the_running_app(running_app: dict[str, An
     assert values["health_ready_path"] in by_port.stdout
 
 
+@RUNNING_APP
 def test_health_check_deadline_expires_with_exit_1(running_app: dict[str, Any]) -> None:
     root, values = running_app["root"], running_app["values"]
     closed = f"http://127.0.0.1:{free_port()}{values['health_ready_path']}"
@@ -192,6 +196,7 @@ def test_health_check_deadline_expires_with_exit_1(running_app: dict[str, Any]) 
     assert not_ready.returncode == 1, not_ready.stdout + not_ready.stderr
 
 
+@RUNNING_APP
 def test_health_check_usage_errors_exit_2(running_app: dict[str, Any]) -> None:
     root = running_app["root"]
     for args in (["-t", "soon"], ["-x"], ["ftp://example.com/"], ["http://a/", "http://b/"]):
@@ -211,6 +216,7 @@ def test_health_check_without_an_http_client_exits_3(rendered: Callable[..., Pat
     assert result.returncode == 3, result.stdout + result.stderr
 
 
+@RUNNING_APP
 def test_python_fallback_when_curl_is_missing(running_app: dict[str, Any], tmp_path: Path) -> None:
     """Hosts without curl (slim images) still get an answer, through python3's urllib."""
     root, values = running_app["root"], running_app["values"]
