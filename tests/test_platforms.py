@@ -516,6 +516,10 @@ def test_docs_pages_cover_each_platform_and_the_next_steps_point_at_them(project
         for secret in _derived(row)["secret_env_names"]:
             assert secret in text, f"{name}/{rel} does not name the secret {secret}"
         assert rel.as_posix() in context.PLATFORM_NEXT_STEPS[platform], "the message after copy points elsewhere"
+    # Every placeholder deploy.sh fills into the task definition is documented.
+    aws = projects[IDS[0]]
+    placeholders = set(re.findall(r"@[A-Z_]+@", (aws / "deploy/aws/task-definition.json").read_text()))
+    assert placeholders and placeholders <= set(re.findall(r"@[A-Z_]+@", (aws / DOCS["aws_ecs"]).read_text()))
     railway_postgres = (projects[IDS[0]] / DOCS["railway"]).read_text()
     assert "${{Postgres.DATABASE_URL}}" in railway_postgres
 
