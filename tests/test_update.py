@@ -1,0 +1,246 @@
+"""`copier update`: template releases arrive, the user's work survives, secrets stay put.
+
+The fixture builds a git repository of the template with two releases: 0.1.0 is the working
+tree as it is; 0.2.0 changes the Dockerfile and railway.json, and moves the Alembic revisions
+folder (migrations/versions -> migrations/revisions) with a `_migrations` entry that carries the
+user's own revisions along. A project generated from 0.1.0 with every task, then changed by its
+user and committed, is updated to 0.2.0 non-interactively.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, SHARED, UV, render_template
+from tasks_support import copier, env_values, sh, show, task_env, tasks
+
+RELEASE_LABEL = 'LABEL org.opencontainers.image.version="0.2.0"'
+WATCH_PATTERNS = ["src/**", "pyproject.toml", "uv.lock", "Dockerfile"]
+MIGRATIONS_DIR = "{% if has_db %}migrations{% endif %}"
+MOVE_ENTRY = """  # 0.2.0 renamed migrations/versions: the user's revisions move along before the merge.
+  - version: "0.2.0"
+    when: "{{ _stage == 'before' }}"
+    command: ["{{ _copier_python }}", "{{ _copier_conf.src_path }}/tasks/run.py", "move",
+              "migrations/versions", "migrations/revisions"]
+"""
+MARKER_RE = re.compile(rb"^(<<<<<<< |>>>>>>> )", re.MULTILINE)
+
+
+def git(repo: Path, *args: str) -> str:
+    result = sh(["git", *args], cwd=repo)
+    assert result.returncode == 0, show(result)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def template_repo(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository of the template, tagged 0.1.0 (as it is) and 0.2.0 (changed)."""
+    repo = tmp_path_factory.mktemp("releases") / "fastapi-deploy"
+    shutil.copytree(template_src, repo)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Release 0.1.0")
+    git(repo, "tag", "0.1.0")
+
+    template = repo / "template"
+    dockerfile = template / "Dockerfile.jinja"
+    dockerfile.write_text(dockerfile.read_text().rstrip("\n") + f"\n{RELEASE_LABEL}\n")
+
+    railway = template / "{% if 'railway' in platforms %}railway.json{% endif %}.jinja"
+    lines = railway.read_text().splitlines(keepends=True)
+    builder = [i for i, line in enumerate(lines) if '"builder":' in line]
+    assert len(builder) == 1, "railway.json.jinja changed shape: adapt the 0.2.0 change of this test"
+    indent = lines[builder[0]][: len(lines[builder[0]]) - len(lines[builder[0]].lstrip())]
+    lines.insert(builder[0] + 1, f'{indent}"watchPatterns": {json.dumps(WATCH_PATTERNS)},\n')
+    railway.write_text("".join(lines))
+
+    migrations = template / MIGRATIONS_DIR
+    (migrations / "versions").rename(migrations / "revisions")
+    alembic_ini = template / "{% if has_db %}alembic.ini{% endif %}.jinja"
+    text = alembic_ini.read_text()
+    assert "script_location = %(here)s/migrations\n" in text
+    alembic_ini.write_text(
+        text.replace(
+            "script_location = %(here)s/migrations\n",
+            "script_location = %(here)s/migrations\nversion_locations = %(here)s/migrations/revisions\n",
+        )
+    )
+    copier_yml = repo / "copier.yml"
+    text = copier_yml.read_text()
+    assert text.count("\n_migrations:\n") == 1
+    copier_yml.write_text(text.replace("\n_migrations:\n", "\n_migrations:\n" + MOVE_ENTRY))
+
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "Release 0.2.0: watch patterns, version label, revisions folder")
+    git(repo, "tag", "0.2.0")
+    return repo
+
+
+def _user_changes(project: Path, package: str) -> dict[str, bytes]:
+    """What a user does after generating: code, a dependency, a migration, .env. Returns the files."""
+    env = task_env()
+    models = project / "src" / package / "models.py"
+    text = models.read_text()
+    anchor = "    quantity: Mapped[int]"
+    assert anchor in text
+    models.write_text(text.replace(anchor, "    note: Mapped[str | None] = mapped_column(String(200))\n" + anchor))
+    main = project / "src" / package / "main.py"
+    main.write_text(main.read_text() + '\n\n# Added by the user.\nUSER_MARK = "kept across updates"\n')
+    (project / "src" / package / "pricing.py").write_text(
+        '"""A module of the user\'s own."""\n\nimport humanize\n\n\n'
+        "def label(amount: int) -> str:\n    return humanize.intcomma(amount)\n"
+    )
+    (project / "tests" / "test_pricing.py").write_text(
+        f"from {package}.pricing import label\n\n\ndef test_label() -> None:\n"
+        '    assert label(1234567) == "1,234,567"\n'
+    )
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text()
+    assert '"fastapi>=' in text
+    pyproject.write_text(text.replace('    "fastapi>=', '    "humanize>=4.9",\n    "fastapi>=', 1))
+    result = sh([UV, "lock", "--quiet"], cwd=project, env=env)
+    assert result.returncode == 0, show(result)
+    # A migration made the way the README says, on a scratch SQLite database.
+    scratch = {"DATABASE_URL": f"sqlite:///{project.parent / 'scratch.db'}"}
+    for args in (["upgrade", "head"], ["revision", "--autogenerate", "-m", "add item note"]):
+        result = sh([UV, "run", "alembic", *args], cwd=project, env=task_env(**scratch))
+        assert result.returncode == 0, show(result)
+    revisions = sorted((project / "migrations" / "versions").glob("*add_item_note.py"))
+    assert len(revisions) == 1 and "add_column" in revisions[0].read_text()
+    env_file = project / ".env"
+    env_file.write_text(env_file.read_text().replace("LOG_LEVEL=INFO", "LOG_LEVEL=DEBUG") + "USER_ONLY=1\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "User work: a note on items, pricing, humanize")
+    return {
+        path.relative_to(project).as_posix(): path.read_bytes()
+        for path in [main, models, revisions[0], project / "src" / package / "pricing.py", env_file]
+    }
+
+
+def _markers(root: Path) -> dict[str, int]:
+    counts = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not {".git", ".venv"} & set(path.relative_to(root).parts):
+            counts[path.relative_to(root).as_posix()] = len(MARKER_RE.findall(path.read_bytes()))
+    return counts
+
+
+@pytest.mark.slow
+def test_update_brings_the_release_and_keeps_the_users_work(template_repo: Path, tmp_path: Path) -> None:
+    project = tmp_path / "orders-api"
+    copied = copier("copy", "--trust", "--defaults", "--vcs-ref", "0.1.0", template_repo, project)
+    assert copied.returncode == 0, show(copied)
+    assert "[fastapi-deploy git] made the first commit" in copied.stderr, show(copied)
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    package = answers["package_name"]
+    assert answers["_commit"] == "0.1.0"
+    secrets_before = env_values(project / ".env")
+    user = _user_changes(project, package)
+    env_bytes = (project / ".env").read_bytes()
+    markers_before = _markers(project)
+
+    updated = copier("update", "--defaults", "--trust", "--vcs-ref", "0.2.0", cwd=project)
+    assert updated.returncode == 0, show(updated)
+    output = updated.stderr
+
+    # The release arrived.
+    assert RELEASE_LABEL in (project / "Dockerfile").read_text()
+    railway = json.loads((project / "railway.json").read_text())
+    assert railway["build"]["watchPatterns"] == WATCH_PATTERNS
+    schema = SHARED / "schemas" / "railway.schema.json"
+    valid = sh([BIN / "check-jsonschema", "--schemafile", schema, project / "railway.json"])
+    assert valid.returncode == 0, show(valid)
+    assert "version_locations = %(here)s/migrations/revisions" in (project / "alembic.ini").read_text()
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "0.2.0"
+
+    # The move migration carried the user's revision, and nothing is left in the old folder.
+    assert "[fastapi-deploy move] moved" in output, show(updated)
+    assert not (project / "migrations" / "versions").exists()
+    for name, content in user.items():
+        moved = name.replace("migrations/versions/", "migrations/revisions/")
+        assert (project / moved).read_bytes() == content, f"{name} changed in the update"
+    assert sorted(p.name for p in (project / "migrations" / "revisions").glob("*.py")) == sorted(
+        [Path(n).name for n in user if "/versions/" in n] + ["20250101_0001_create_items.py"]
+    )
+    assert '"humanize>=4.9"' in (project / "pyproject.toml").read_text()
+    assert 'name = "humanize"' in (project / "uv.lock").read_text()
+
+    # No conflicts, no rejects; .env byte for byte, secrets not regenerated nor recorded.
+    assert sh(["git", "ls-files", "--unmerged"], cwd=project).stdout == ""
+    assert not list(project.rglob("*.rej"))
+    after = _markers(project)
+    added = {name: count for name, count in after.items() if count > markers_before.get(name, 0)}
+    assert not added, f"conflict markers appeared in {added}"
+    assert (project / ".env").read_bytes() == env_bytes
+    assert stat.S_IMODE((project / ".env").stat().st_mode) == 0o600
+    answers_text = (project / ".copier-answers.yml").read_text()
+    for name in ("SECRET_KEY", "POSTGRES_PASSWORD"):
+        assert env_values(project / ".env")[name] == secrets_before[name]
+        assert secrets_before[name] not in answers_text
+    assert "[fastapi-deploy secrets] kept the existing .env" in output
+    assert "[fastapi-deploy secret-check] no secrets" in output
+
+    # The project's own suite passes, the user's revision included (alembic check).
+    tests = sh([UV, "run", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project)
+    assert tests.returncode == 0, show(tests)
+    assert " passed" in tests.stdout
+
+
+@pytest.mark.slow
+def test_adding_a_platform_later_adds_its_files_and_leaves_the_rest(template_repo: Path, tmp_path: Path) -> None:
+    before_answers = {"platforms": ["railway"]}
+    after_answers = {"platforms": ["railway", "digitalocean"]}
+    expected_old = render_template(template_repo, tmp_path / "old", **before_answers)
+    expected_new = render_template(template_repo, tmp_path / "new", **after_answers)
+    old_files, new_files = _files(expected_old), _files(expected_new)
+    added = set(new_files) - set(old_files)
+    assert added, "the new platform must bring files"
+    assert not set(old_files) - set(new_files), "adding a platform removes nothing"
+    changed = {name for name in old_files if old_files[name] != new_files[name]}
+
+    project = tmp_path / "orders-api"
+    copied = copier(
+        "copy", "--trust", "--defaults", "--skip-tasks", "--data", "platforms=[railway]", template_repo, project
+    )
+    assert copied.returncode == 0, show(copied)
+    for step in ("secrets", "lock"):  # what the skipped tasks would have made
+        assert tasks(step, project).returncode == 0
+    git(project, "init", "-q", "-b", "main")
+    main = next(project.glob("src/*/main.py"))
+    main.write_text(main.read_text() + "\n# user edit\n")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "Generated, plus a user edit")
+    before = _files(project)
+
+    updated = copier(
+        "update", "--defaults", "--trust", "--data", f"platforms={json.dumps(after_answers['platforms'])}", cwd=project
+    )
+    assert updated.returncode == 0, show(updated)
+    after = _files(project)
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["platforms"] == after_answers["platforms"]
+    assert set(after) - set(before) == added
+    for name in added:
+        assert after[name] == new_files[name], f"{name} differs from a fresh render with the new platform"
+    users = set(yaml.safe_load((template_repo / "copier.yml").read_text())["_skip_if_exists"])
+    for name, content in before.items():
+        if name == ".copier-answers.yml":
+            continue
+        if name in changed and name not in users:
+            assert after[name] == new_files[name], f"{name} should follow the new answers"
+        else:
+            assert after[name] == content, f"{name} changed although the platform does not concern it"
+    assert not list(project.rglob("*.rej"))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not {".git", ".venv", "__pycache__"} & set(path.relative_to(root).parts)
+    }
