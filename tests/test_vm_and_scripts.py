@@ -460,3 +460,35 @@ def test_readme_links_a_deploy_page_per_chosen_platform(rendered: Callable[..., 
     assert sorted(p.name for p in (project / "docs/deploy").glob("*.md")) == sorted(
         Path(link).name for link in links if link.startswith("docs/deploy/")
     )
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+def test_deploy_files_hold_no_secret(rendered: Callable[..., Path], ci: str) -> None:
+    """detect-secrets over the Kubernetes, VM, script, CI and docs files; placeholders
+    (`*_your_*_here`, the generated project's baseline filter) and marked lines are not findings."""
+    import json
+
+    project = rendered(
+        platforms=ALL_PLATFORMS,
+        database="postgresql",
+        redis=True,
+        worker="arq",
+        sentry=True,
+        domain="a.example.com",
+        ci=ci,
+    )
+    files = [
+        *project.glob("deploy/k8s/**/*.yaml"),
+        *project.glob("deploy/vm/*"),
+        *project.glob("scripts/*.sh"),
+        *project.glob(".github/workflows/*.yml"),
+        *project.glob(".gitlab-ci.yml"),
+        project / "docs/deploy/kubernetes.md",
+        project / "docs/deploy/vm.md",
+        project / "docs/ci.md",
+    ]
+    detect = tool("detect-secrets")
+    need(detect is not None, "detect-secrets needed")
+    cmd = [detect, "scan", "--no-verify", "--exclude-secrets", "_your_[a-z_]+_here$", *map(str, files)]
+    results = json.loads(run(cmd, cwd=project, env=dict(os.environ)).stdout)["results"]
+    assert not results, json.dumps(results, indent=1)
