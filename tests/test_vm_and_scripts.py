@@ -453,7 +453,7 @@ def test_readme_links_a_deploy_page_per_chosen_platform(rendered: Callable[..., 
 
     project = rendered(**SCRIPT_SETS[key])
     readme = (project / "README.md").read_text()
-    links = re.findall(r"\]\((docs/[^)]+\.md)\)", readme)
+    links = re.findall(r"\]\((docs/(?:deploy/[^)]+|ci)\.md)\)", readme)
     assert len([link for link in links if link.startswith("docs/deploy/")]) == len(SCRIPT_SETS[key]["platforms"])
     for link in links:
         assert (project / link).is_file(), f"README links {link}, which was not rendered"
