@@ -75,14 +75,20 @@ def kubernetes_validate(text: str, tmp: Path, name: str = "resources.yaml") -> s
     return kubernetes_validate_files({name: text}, tmp)
 
 
-def kubernetes_validate_files(texts: dict[str, str], tmp: Path) -> str:
-    """One kubernetes-validate --strict run over several files (it loads its schemas once)."""
+def kubernetes_validate_files(texts: dict[str, str], tmp: Path, version: str | None = None) -> str:
+    """One kubernetes-validate --strict run over several files (it loads its schemas once), against
+    the tool's newest Kubernetes version or the given one."""
     paths = []
     for name, text in texts.items():
         paths.append(tmp / name)
         paths[-1].write_text(text)
     result = subprocess.run(
-        [tool("kubernetes-validate") or "kubernetes-validate", "--strict", *map(str, paths)],
+        [
+            tool("kubernetes-validate") or "kubernetes-validate",
+            "--strict",
+            *(["--kubernetes-version", version] if version else []),
+            *map(str, paths),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

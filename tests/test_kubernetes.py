@@ -38,6 +38,8 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
     "nodb-arq-domain": {"database": "none", "redis": True, "worker": "arq", "domain": "svc.example.org"},
 }
 ENVIRONMENTS = ("staging", "production")
+# The oldest Kubernetes the docs promise (the preStop sleep action is GA-by-default from 1.30).
+OLDEST_KUBERNETES = "1.30"
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,8 @@ def test_every_rendered_resource_passes_strict_validation(k8s_project: Any, key:
         assert not (k8s / "migrate").exists(), "no database, so no migration Job"
     texts["secret.yaml"] = (k8s / "secret.example.yaml").read_text()
     kubernetes_validate_files(texts, tmp_path)
+    kubernetes_validate_files(texts, tmp_path, f"{OLDEST_KUBERNETES}.0")
+    assert f"Kubernetes {OLDEST_KUBERNETES} or later" in (project / "docs/deploy/kubernetes.md").read_text()
 
 
 def test_the_validation_catches_a_misspelled_kind_and_an_unknown_field(k8s_project: Any, tmp_path: Path) -> None:
@@ -83,6 +87,9 @@ def test_the_validation_catches_a_misspelled_kind_and_an_unknown_field(k8s_proje
         kubernetes_validate(text.replace("kind: PodDisruptionBudget", "kind: PodDisruptionBudgett"), tmp_path)
     with pytest.raises(AssertionError, match="rejected"):
         kubernetes_validate(text.replace("readOnlyRootFilesystem:", "readOnlyRootFileSystem:", 1), tmp_path)
+    # And the check against the oldest version is a real one: 1.28 has no preStop sleep action.
+    with pytest.raises(AssertionError, match="sleep"):
+        kubernetes_validate_files({"old.yaml": text}, tmp_path, "1.28.0")
 
 
 @pytest.mark.parametrize("key", ANSWER_SETS)
