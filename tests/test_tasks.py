@@ -237,6 +237,34 @@ def test_without_trust_copier_refuses_and_the_docs_say_what_to_do(
     assert "copier copy --trust" in docs and "--skip-tasks" in docs
 
 
+def test_migrations_step_creates_a_missing_initial_revision_and_catches_a_model_without_one(
+    render: Callable[..., Path],
+) -> None:
+    project = render(database="sqlite")
+    assert tasks("lock", project).returncode == 0
+    versions = project / "migrations" / "versions"
+    for revision in versions.glob("*.py"):
+        revision.unlink()
+    created = tasks("migrations", project)
+    assert created.returncode == 0, show(created)
+    assert "created the initial revision from the models" in created.stderr
+    made = list(versions.glob("*.py"))
+    assert len(made) == 1 and "op.create_table(" in made[0].read_text() and '"items"' in made[0].read_text()
+    again = tasks("migrations", project)
+    assert again.returncode == 0 and "created" not in again.stderr, show(again)
+    assert list(versions.glob("*.py")) == made
+
+    models = next(project.glob("src/*/models.py"))
+    text = models.read_text()
+    anchor = "    quantity: Mapped[int]"
+    assert anchor in text
+    models.write_text(text.replace(anchor, "    colour: Mapped[str | None] = mapped_column(String(20))\n" + anchor))
+    drifted = tasks("migrations", project)
+    assert drifted.returncode == 1, show(drifted)
+    assert "the models and the migrations differ" in drifted.stderr and "colour" in drifted.stderr
+    assert "uv run alembic revision --autogenerate" in drifted.stderr and "run.py migrations" in drifted.stderr
+
+
 MAXIMAL = {
     "platforms": ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"],
     "domain": "api.example.com",
