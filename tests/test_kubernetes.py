@@ -260,7 +260,9 @@ esac
 """
 
 
-def run_k8s_deploy(project: Path, tmp_path: Path, job_state: str, rollout: int) -> tuple[int, str, str]:
+def run_k8s_deploy(
+    project: Path, tmp_path: Path, job_state: str, rollout: int, tag: str = "V1.2.3_rc1"
+) -> tuple[int, str, str]:
     from deploy_checks import tool
 
     fake_bin = tmp_path / "bin"
@@ -276,7 +278,7 @@ def run_k8s_deploy(project: Path, tmp_path: Path, job_state: str, rollout: int) 
         "FAKE_JOB_STATE": job_state,
         "FAKE_ROLLOUT": str(rollout),
         "IMAGE": "registry.example.com/acme/my-service",
-        "TAG": "V1.2.3_rc1",
+        "TAG": tag,
         "SKIP_BUILD": "1",
     }
     # kustomize (in the real kubectl) would refuse a path that is not there.
@@ -301,6 +303,7 @@ def test_deploy_migrates_with_the_release_image_before_rolling_out(k8s_project: 
     job_batch, app_batch = applied(log)
     job = one(job_batch, "Job")
     assert job["metadata"]["name"] == "my-service-migrate-v1-2-3-rc1"  # one Job per release, a valid name
+    assert len(job["metadata"]["name"]) <= 63
     assert job["metadata"]["namespace"] == "my-service-staging"
     assert pod_spec(job)["containers"][0]["image"] == image
     assert pod_spec(job)["containers"][0]["args"] == values["migration_argv"]
@@ -347,3 +350,14 @@ def test_docs_page_names_the_secret_keys_namespaces_and_commands(k8s_project: An
     assert "rollout undo" in page and "minReplicas" in page
     if values["has_db"]:
         assert values["migration_command"] in page
+
+
+def test_the_migration_job_name_fits_a_dns_label_for_the_longest_slug(template_src: Path, tmp_path: Path) -> None:
+    slug = "a" * 40  # the longest slug copier.yml accepts
+    project = render_template(template_src, tmp_path / slug, platforms=["kubernetes"], ci="none", project_slug=slug)
+    tag = "release-2026-11-27-with-a-very-long-branch-name-" + "f" * 40
+    status, output, log = run_k8s_deploy(project, tmp_path, "Complete", 0, tag=tag)
+    assert status == 0, output
+    name = one(applied(log)[0], "Job")["metadata"]["name"]
+    assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+    assert name.startswith(f"{slug}-migrate-release")
