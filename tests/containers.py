@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -220,6 +221,18 @@ def build_standin_uv(engine: Engine, uv_version: str, ref: str) -> None:
 def ensure_base_images(engine: Engine, python_version: str, uv_version: str) -> dict[str, str]:
     """Make the Dockerfile's base images available; return what each one is (local/pulled/stand-in)."""
     how: dict[str, str] = {}
+    # One process at a time (parallel test workers, a benchmark): the others wait, then reuse.
+    lock = open(Path(tempfile.gettempdir()) / "fd-container-base-images.lock", "w")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        _ensure(engine, python_version, uv_version, how)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    return how
+
+
+def _ensure(engine: Engine, python_version: str, uv_version: str, how: dict[str, str]) -> None:
     for ref, make in (
         (base_image(python_version), lambda r: build_standin_python(engine, python_version, r)),
         (uv_image(uv_version), lambda r: build_standin_uv(engine, uv_version, r)),
@@ -231,7 +244,6 @@ def ensure_base_images(engine: Engine, python_version: str, uv_version: str) -> 
         else:
             make(ref)
             how[ref] = "stand-in"
-    return how
 
 
 if __name__ == "__main__":  # python tests/containers.py 3.11 0.13.9: prepare the base images
