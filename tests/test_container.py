@@ -527,6 +527,8 @@ def test_compose_files_pass_the_compose_spec_and_compose_config(
             checked = run([compose, *stack, "config", "-q", "--no-interpolate"], cwd=project, check=False)
             assert checked.returncode == 0, f"{answers} {stack}: {checked.stderr}"
             assert "{{" not in (project / "compose.yaml").read_text()
+        docs = (project / "docs" / "container.md").read_text()
+        assert "{{" not in docs and "{%" not in docs and project.joinpath(".dockerignore").exists()
 
 
 def filled_env(project: Path) -> str:
