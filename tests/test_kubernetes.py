@@ -35,7 +35,13 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
         "worker": "celery",
         "domain": "api.example.com",
     },
-    "nodb-arq-domain": {"database": "none", "redis": True, "worker": "arq", "domain": "svc.example.org"},
+    "nodb-arq-domain-metrics": {
+        "database": "none",
+        "redis": True,
+        "worker": "arq",
+        "domain": "svc.example.org",
+        "metrics": True,
+    },
 }
 ENVIRONMENTS = ("staging", "production")
 # The oldest Kubernetes the docs promise (the preStop sleep action is GA-by-default from 1.30).
@@ -145,6 +151,11 @@ def test_web_deployment_follows_the_derived_values_and_the_image(k8s_project: An
         assert config["ENVIRONMENT"] == environment
         assert config["PORT"] == str(values["app_port"])
         assert config["GRACEFUL_TIMEOUT"] == str(values["graceful_timeout"])
+        annotations = web["spec"]["template"]["metadata"].get("annotations", {})
+        if answers(project)["metrics"]:
+            assert annotations["prometheus.io/port"] == str(values["app_port"])
+        else:
+            assert "prometheus.io/scrape" not in annotations
         secrets_name = next(e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e)
         assert not set(config) & set(values.get("secret_env_names", ["SECRET_KEY", "DATABASE_URL"]))
         assert secrets_name == f"{answers(project)['project_slug']}-secrets"
@@ -327,7 +338,7 @@ def test_deploy_stops_before_rolling_out_when_migrations_fail(k8s_project: Any, 
 
 
 def test_deploy_rolls_back_when_the_new_pods_never_become_ready(k8s_project: Any, tmp_path: Path) -> None:
-    status, output, log = run_k8s_deploy(k8s_project("nodb-arq-domain"), tmp_path, "Complete", 1)
+    status, output, log = run_k8s_deploy(k8s_project("nodb-arq-domain-metrics"), tmp_path, "Complete", 1)
     assert status == 1, output
     assert "rolling back" in output
     undone = [line for line in log.splitlines() if "rollout undo" in line]

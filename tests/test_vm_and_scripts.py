@@ -313,7 +313,7 @@ exec bash -c "$*"
 FAKE_DOCKER = r"""#!/usr/bin/env bash
 # docker stand-in: records every call; `compose up` makes IMAGE_TAG the running release.
 set -euo pipefail
-echo "docker $* IMAGE_TAG=${IMAGE_TAG:-}" >>"$FAKE_LOG"
+echo "docker $* IMAGE=${IMAGE:-} IMAGE_TAG=${IMAGE_TAG:-}" >>"$FAKE_LOG"
 case "$1" in
     save) echo "image $2" ;;
     load) cat >>"$FAKE_LOG" ;;
@@ -492,3 +492,17 @@ def test_deploy_files_hold_no_secret(rendered: Callable[..., Path], ci: str) -> 
     cmd = [detect, "scan", "--no-verify", "--exclude-secrets", "_your_[a-z_]+_here$", *map(str, files)]
     results = json.loads(run(cmd, cwd=project, env=dict(os.environ)).stdout)["results"]
     assert not results, json.dumps(results, indent=1)
+
+
+def test_vm_deploy_through_a_registry_pushes_and_pulls_instead_of_copying(vm: dict[str, Any]) -> None:
+    vm["good_tags"].add("v7")
+    repository = "registry.example.com/acme/my-service"
+    result = vm["deploy"]("v7", IMAGE=repository)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = vm["log"].read_text().splitlines()
+    assert any(line.startswith(f"docker push {repository}:v7") for line in log)
+    assert not any(line.startswith("docker save") for line in log), "nothing is copied over ssh"
+    pull = [line for line in log if line.startswith("docker compose") and " pull " in line]
+    assert pull and pull[0].endswith(f"IMAGE={repository} IMAGE_TAG=v7")
+    up = [line for line in log if line.startswith("docker compose") and " up " in line]
+    assert up[-1].endswith(f"IMAGE={repository} IMAGE_TAG=v7"), "compose.yaml runs ${IMAGE}:${IMAGE_TAG}"
