@@ -31,6 +31,8 @@ from tasks_support import (
 )
 
 PLACEHOLDER = "_your_"
+# One worker runs this module, so the copy with every task is made once.
+pytestmark = pytest.mark.xdist_group("tasks")
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +285,10 @@ MAXIMAL = {
         pytest.param(MAXIMAL, id="every-platform-and-extra"),
         pytest.param(
             {"database": "mysql", "ci": "gitlab", "platforms": ["vm"], "reverse_proxy": "nginx"}, id="mysql-gitlab-vm"
+        ),
+        pytest.param(
+            {"database": "sqlite", "server": "gunicorn", "redis": True, "worker": "arq", "platforms": ["vm"]},
+            id="sqlite-gunicorn-arq",
         ),
     ],
 )

@@ -30,6 +30,8 @@ MOVE_ENTRY = """  # 0.2.0 renamed migrations/versions: the user's revisions move
               "migrations/versions", "migrations/revisions"]
 """
 MARKER_RE = re.compile(rb"^(<<<<<<< |>>>>>>> )", re.MULTILINE)
+# One worker runs this module, so the two-release template repository is built once.
+pytestmark = pytest.mark.xdist_group("update")
 
 
 def git(repo: Path, *args: str) -> str:
