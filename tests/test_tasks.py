@@ -314,3 +314,44 @@ def test_pre_commit_hooks_pass_and_catch_a_planted_secret(copied: tuple[Path, st
     caught = sh([*pre_commit, "run", "detect-secrets", "--all-files"], cwd=project)
     assert caught.returncode != 0, show(caught)
     assert f"src/{package}/settings.py" in caught.stdout and "AWS Access Key" in caught.stdout
+
+
+def test_secrets_step_lists_variables_env_lacks_and_leaves_env_alone(render: Callable[..., Path]) -> None:
+    project = render(database="none")
+    assert tasks("secrets", project).returncode == 0
+    env_file = project / ".env"
+    env_file.write_text("".join(line for line in env_file.read_text().splitlines(True) if "LOG_LEVEL" not in line))
+    before = env_file.read_bytes()
+    result = tasks("secrets", project)
+    assert result.returncode == 0, show(result)
+    assert "note: .env lacks LOG_LEVEL" in result.stderr and "kept the existing .env" in result.stderr
+    assert env_file.read_bytes() == before
+
+
+def test_move_step_carries_tracked_and_untracked_files_and_keeps_taken_names(tmp_path: Path) -> None:
+    project = tmp_path / "moved"
+    old = project / "migrations" / "versions"
+    old.mkdir(parents=True)
+    (old / "0001_tracked.py").write_text("tracked\n")
+    (old / "__pycache__").mkdir()
+    (old / "__pycache__" / "0001_tracked.cpython-312.pyc").write_bytes(b"cache")
+    sh(["git", "init", "-q"], cwd=project)
+    sh(["git", "add", "-A"], cwd=project)
+    sh(["git", "commit", "-q", "-m", "tracked"], cwd=project)
+    (old / "0002_untracked.py").write_text("untracked\n")
+    (old / "0003_taken.py").write_text("mine\n")
+    new = project / "migrations" / "revisions"
+    new.mkdir()
+    (new / "0003_taken.py").write_text("theirs\n")
+
+    result = tasks("move", project, "migrations/versions", "migrations/revisions")
+    assert result.returncode == 0, show(result)
+    assert "moved 2 file(s)" in result.stderr and "left migrations/versions/0003_taken.py in place" in result.stderr
+    assert (new / "0001_tracked.py").read_text() == "tracked\n"
+    assert (new / "0002_untracked.py").read_text() == "untracked\n"
+    assert (new / "0003_taken.py").read_text() == "theirs\n" and (old / "0003_taken.py").read_text() == "mine\n"
+    assert not (old / "__pycache__").exists()
+    staged = sh(["git", "status", "--porcelain"], cwd=project).stdout
+    assert "R  migrations/versions/0001_tracked.py -> migrations/revisions/0001_tracked.py" in staged
+    again = tasks("move", project, "migrations/versions", "migrations/revisions")
+    assert again.returncode == 0 and "moved 0 file(s)" in again.stderr, show(again)
