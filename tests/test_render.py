@@ -61,6 +61,10 @@ def _check_tree(project: Path) -> None:
             tomllib.loads(text)
         elif path.suffix == ".py":
             compile(text, str(rel), "exec")
+        if path.suffix == ".md":
+            for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+                if not (path.parent / target).exists():
+                    problems.append(f"{rel}: link to missing {target}")
         if text and not text.endswith("\n"):
             problems.append(f"{rel}: no newline at end of file")
     assert not problems, "\n".join(problems)
