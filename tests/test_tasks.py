@@ -160,8 +160,11 @@ def test_a_secret_in_the_template_keeps_the_files_and_makes_no_commit(template_s
 
 def test_missing_uv_fails_the_lock_step_and_says_how_to_rerun_it(template_src: Path, tmp_path: Path) -> None:
     dest = tmp_path / "no-uv"
-    no_uv = task_env(PATH="/usr/bin:/bin")
-    assert sh(["sh", "-c", "command -v uv || true"], env=no_uv).stdout.strip() == "", "uv must be absent"
+    bin_dir = tmp_path / "bin"  # a PATH with git and nothing else
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    no_uv = task_env(PATH=str(bin_dir))
+    assert shutil.which("uv", path=no_uv["PATH"]) is None
     # --no-cleanup: a failed task fails the copy, and the files stay.
     result = copier("copy", "--trust", "--defaults", "--no-cleanup", *NO_DB, template_src, dest, env=no_uv)
     assert result.returncode != 0, show(result)
