@@ -95,6 +95,12 @@ def test_ci_tests_against_the_chosen_database_and_builds_the_image(rendered: Cal
     jobs = ci["jobs"]
     lint_steps = " ".join(s.get("run", "") for s in jobs["lint"]["steps"])
     assert "ruff check" in lint_steps and "ruff format --check" in lint_steps
+    # shellcheck covers every script of the project.
+    shellchecked = next(s["run"] for s in jobs["lint"]["steps"] if s.get("run", "").startswith("shellcheck ")).split()[
+        1:
+    ]
+    scripts = {str(p.relative_to(project)) for p in project.rglob("*.sh")}
+    assert {p for p in shellchecked if "*" not in p} | {p for p in scripts if p.startswith("scripts/")} == scripts
     test = jobs["test"]
     images = {s["image"] for s in test.get("services", {}).values()}
     expected_images = ({values["db_image"]} if values["db_is_server"] else set()) | (
@@ -170,6 +176,9 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
     assert pipeline["stages"] == ["lint", "test", "build", "deploy"]
     assert "ruff check ." in " ".join(pipeline["lint"]["script"])
     assert any("hadolint" in line for line in pipeline["hadolint"]["script"])
+    checked = pipeline["shellcheck"]["script"][0].split()[1:]
+    scripts = {str(p.relative_to(project)) for p in project.rglob("*.sh")}
+    assert {p for p in checked if "*" not in p} | {p for p in scripts if p.startswith("scripts/")} == scripts
     services = {s["name"] for s in pipeline["test"].get("services", [])}
     assert services == ({values["db_image"]} if values["db_is_server"] else set()) | (
         {values["redis_image"]} if values["uses_redis"] else set()
