@@ -20,7 +20,7 @@ test: setup  ## every test tier: render, generated app on real databases, valida
 	$(UV) run pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
-	$(UV) run ruff check extensions tests benchmarks && $(UV) run ruff format --check extensions tests benchmarks
+	$(UV) run ruff check extensions tests benchmarks tasks docs/hooks && $(UV) run ruff format --check extensions tests benchmarks tasks docs/hooks
 
 docs: setup
 	$(UV) run mkdocs build --strict
