@@ -46,12 +46,15 @@ BUILDAH_CACHE = Path("/var/tmp/buildah-cache")  # where Podman keeps RUN --mount
 BARE_APP = """
 from fastapi import FastAPI
 
-app = FastAPI()
 
+def create_app() -> FastAPI:
+    app = FastAPI()
 
-@app.get("/health/live")
-async def live() -> dict[str, str]:
-    return {"status": "ok"}
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
 """
 
 
@@ -260,7 +263,11 @@ def main() -> None:
                 tag, "python", "-c", starter,
             )  # fmt: skip
             bare_host = host
-            wait_for(f"http://{bare_host}:{bare_port}/health/live")
+            try:
+                wait_for(f"http://{bare_host}:{bare_port}/health/live")
+            except RuntimeError:
+                logs = engine.run("logs", bare, check=False)
+                raise RuntimeError(f"the bare app did not start:\n{logs.stdout}{logs.stderr}") from None
 
             live = f"http://{host}:{port}{values['health_live_path']}"
             bare_live = f"http://{bare_host}:{bare_port}/health/live"

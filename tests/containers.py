@@ -85,8 +85,13 @@ class Engine:
         for key, value in (build_args or {}).items():
             cmd += ["--build-arg", f"{key}={value}"]
         cmd += [*extra, str(context)]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(), cwd=context)
-        log = result.stdout + result.stderr
+        for _attempt in range(3):
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(), cwd=context)
+            log = result.stdout + result.stderr
+            # Buildah's chroot isolation re-executes itself from a sealed memfd; under load the
+            # sealing now and then fails with EBUSY before the step runs. Only that is retried.
+            if result.returncode == 0 or "sealing memfd copy" not in log:
+                break
         if result.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{log[-8000:]}")
         return log
