@@ -22,6 +22,8 @@ from pathlib import Path
 
 # Debian release whose python3 matches the version (the stand-ins follow Debian's Python).
 DEBIAN_FOR_PYTHON = {"3.11": "bookworm", "3.13": "trixie"}
+# Marks the stand-in base images built here, so reports can say which base was measured.
+STANDIN_LABEL = "org.fastapi-deploy.stand-in"
 HOST_CA_BUNDLE = Path(os.environ.get("FD_HOST_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
 
 
@@ -191,6 +193,7 @@ def build_standin_python(engine: Engine, python_version: str, ref: str) -> None:
             shutil.rmtree(rootfs / sub, ignore_errors=True)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         changes = ["--change", f"ENV SSL_CERT_FILE={HOST_CA_BUNDLE}", "--change", 'CMD ["python3"]']
+        changes += ["--change", f"LABEL {STANDIN_LABEL}=debootstrap-{release}"]
         subprocess.run(engine.cmd("import", *changes, "-", ref), stdin=tar.stdout, check=True, capture_output=True)
         tar.wait()
     _log(f"stand-in {ref} ({release}) built in {time.monotonic() - started:.0f}s")
@@ -243,7 +246,9 @@ def _ensure(engine: Engine, python_version: str, uv_version: str, how: dict[str,
         (uv_image(uv_version), lambda r: build_standin_uv(engine, uv_version, r)),
     ):
         if engine.image_exists(ref):
-            how[ref] = "present"
+            label = "{{index .Config.Labels " + f'"{STANDIN_LABEL}"' + "}}"
+            standin = engine.inspect(ref, label, kind="image")
+            how[ref] = f"stand-in ({standin}), present" if standin.startswith("debootstrap") else "present"
         elif os.environ.get("FD_NO_PULL") != "1" and engine.pull(ref):
             how[ref] = "pulled"
         else:

@@ -116,15 +116,15 @@ def built(
             answers = {"project_name": f"Box {name}", **VARIANTS[name]}
             dest = prepare_project(template_src, tmp_path_factory.mktemp("image") / f"box-{name}", answers)
             secret = env_secret(dest)
-            tag = f"localhost/fd-test-{name}:{uuid.uuid4().hex[:8]}"
+            # One tag per variant and xdist worker, kept after the run: removing images would also
+            # drop build cache that a parallel worker (or the next run) is about to reuse.
+            tag = f"localhost/fd-test-{name}:{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
             log = engine.build(dest, tag, build_args())
             _BUILT[name] = Built(name, answers, dest, tag, log)
             _BUILT[name].secret = secret
         return _BUILT[name]
 
-    yield _built
-    for item in _BUILT.values():
-        subprocess.run(engine.cmd("rmi", "-f", item.tag), capture_output=True, timeout=120)
+    return _built
 
 
 @pytest.fixture
@@ -431,6 +431,7 @@ def test_code_only_change_reuses_the_dependency_layer(
 
     new_tag = f"{box.tag}-changed"
     try:
+        engine.build(box.path, box.tag, build_args())  # from the cache: the state to change from
         log = engine.build(changed, new_tag, build_args())
         # uv installed the project alone: the dependency layer came from the cache.
         assert re.findall(r"Installed \d+ packages?", log) == ["Installed 1 package"], log[-3000:]
