@@ -587,6 +587,7 @@ def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str
         if answers.get("database") == "sqlite":
             assert [v for v in app["volumes"] if v["type"] == "volume" and v["target"] == "/data"]
         if values["uses_redis"]:
+            assert services["redis"]["image"] == values["redis_image"]
             assert services["redis"]["healthcheck"]["test"] and app["environment"]["REDIS_URL"].startswith(
                 "redis://redis"
             )
@@ -693,3 +694,13 @@ def test_dockerignore_keeps_secrets_vcs_caches_and_tests_out(
     assert not [p for p in arrived if "__pycache__" in p or Path(p).name.startswith(".env")], sorted(arrived)
     needed = ["pyproject.toml", "README.md", f"src/{package}/main.py", "alembic.ini", "migrations/env.py"]
     assert set(needed) <= arrived, sorted(arrived)
+
+
+def test_derived_container_values() -> None:
+    """app_uid and redis_image: the same for every answer set, a non-root user, a pinned image."""
+    answer_sets = [{}, {"server": "gunicorn", "database": "sqlite", "platforms": ["vm"]}, {"redis": True}]
+    uids = {derive(answers)["app_uid"] for answers in answer_sets}
+    assert len(uids) == 1 and isinstance(uid := uids.pop(), int) and 1000 <= uid < 65536
+    image = derive({"redis": True})["redis_image"]
+    name, _, tag = image.partition(":")
+    assert name == "redis" and tag and tag != "latest" and tag[0].isdigit()
