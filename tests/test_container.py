@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gunicorn-mysql": {"server": "gunicorn", "database": "mysql"},
     "uvicorn-sqlite": {"database": "sqlite"},
     "gunicorn-none": {"server": "gunicorn", "database": "none"},
+    "arq-worker": {"database": "none", "redis": True, "worker": "arq"},
 }
 
 
@@ -200,7 +201,7 @@ def database_urls(kind: str, fresh_database: Callable[[str], str], data: Path) -
 
 
 @CONTAINER
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", [name for name in VARIANTS if name != "arq-worker"])
 def test_image_migrates_serves_read_only_as_non_root(
     variant: str,
     engine: Engine,
@@ -259,6 +260,37 @@ def test_image_migrates_serves_read_only_as_non_root(
         not_ready = httpx.get(base2 + box.context["health_ready_path"], timeout=15)
         assert not_ready.status_code == 503, not_ready.text
         assert "database" in not_ready.json()["checks"]
+
+
+@CONTAINER
+def test_worker_and_redis_readiness_from_the_same_image(
+    engine: Engine, built: Callable[[str], Built], containers: Callable[..., str], redis_url: str
+) -> None:
+    """The worker runs from the app's image (read-only, as compose runs it) and passes the health
+    check compose gives it; the app's readiness includes Redis."""
+    box = built("arq-worker")
+    env = {"ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48), "REDIS_URL": redis_url}
+    worker = containers(box.tag, *box.context["worker_argv"], env=env, extra=read_only_flags(engine))
+    compose = yaml.safe_load((box.path / "compose.yaml").read_text())
+    check = compose["services"]["worker"]["healthcheck"]["test"]
+    assert check[0] == "CMD"
+    deadline = time.monotonic() + 30
+    while True:
+        result = engine.run("exec", worker, *check[1:], check=False)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    logs = engine.run("logs", worker, check=False)
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{logs.stdout}{logs.stderr}"
+
+    port = _free_port()
+    app = containers(box.tag, env={**env, "PORT": str(port)}, extra=read_only_flags(engine))
+    wait_until_serving(engine, app, box.url(port) + box.context["health_live_path"])
+    ready = httpx.get(box.url(port) + box.context["health_ready_path"], timeout=10)
+    assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok", ready.text
+
+    engine.run("kill", "--signal", "TERM", worker)
+    assert engine.run("wait", worker, timeout=60).stdout.strip().splitlines()[-1] == "0"
 
 
 def _image_members(engine: Engine, tag: str, secret: str) -> tuple[list[tarfile.TarInfo], list[str]]:
