@@ -200,7 +200,7 @@ def main() -> None:
         warm_up = "Warm-up rebuild, nothing changed (Podman re-runs RUN steps after --no-cache)"
         rows.append((warm_up, f"{unchanged:.1f} s", ""))
         main_py = project / "src" / package / "main.py"
-        main_py.write_text(main_py.read_text() + "\n# a code-only change\n")
+        main_py.write_text(main_py.read_text() + f"\n# a code-only change {uuid.uuid4().hex}\n")
         rebuild, log = timed(engine.build, project, tag, build_args)
         installs = re.findall(r"Installed \d+ packages?", log)
         reused = installs == ["Installed 1 package"]
