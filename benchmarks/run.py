@@ -1,6 +1,6 @@
 """Run every benchmark; each prints its figures and rewrites its page in docs/benchmarks/.
 
-    uv run python benchmarks/run.py
+uv run python benchmarks/run.py
 """
 
 from __future__ import annotations

@@ -87,9 +87,14 @@ def timeout(kind: str) -> float:
     return float(override) if override else float(TIMEOUTS[kind])
 
 
+# Set by whatever launched Copier, never meant for the project: a virtualenv, and the version a
+# pyenv shim pins for its own children (it would hide the project's .python-version from uv).
+LEAKED_VARIABLES = frozenset({"VIRTUAL_ENV", "PYENV_VERSION", "PYENV_DIR"})
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for the project's tools: no leaked virtualenv, no progress bars."""
-    env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+    """The environment for the project's tools: nothing leaked from Copier's, no progress bars."""
+    env = {key: value for key, value in os.environ.items() if key not in LEAKED_VARIABLES}
     env.setdefault("UV_NO_PROGRESS", "1")
     env.update(extra)
     return env

@@ -39,6 +39,11 @@ SNAPSHOT_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "site", "__pycache__", ".pytest_cache", ".ruff_cache", "build", "*.pyc"
 )
 
+# A pyenv shim (make -> uv -> pytest) exports the version it resolved, which would pin every
+# nested shim to it and hide each generated project's own .python-version: drop it here.
+for _leaked in ("PYENV_VERSION", "PYENV_DIR"):
+    os.environ.pop(_leaked, None)
+
 # The environment in which generated projects run: never download a Python, share one cache.
 PROJECT_ENV = {
     **os.environ,
