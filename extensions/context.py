@@ -166,6 +166,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             "staging": slug[:24].rstrip("-") + "-staging",
         },
         "uses_redis": bool(answers.get("redis")),
+        # The app opens connections at start-up (a lifespan, ready checks): database or Redis.
+        "has_dependencies": has_db or bool(answers.get("redis")),
         "has_worker": worker != "none",
         "uv_version": UV_VERSION,
         # Numeric user and group the image runs as (never root); platforms that set

@@ -133,6 +133,12 @@ def test_derive_server_and_worker() -> None:
     assert context.derive({"worker": "none"})["worker_argv"] == []
 
 
+def test_has_dependencies_means_a_database_or_redis() -> None:
+    assert context.derive({"database": "postgresql"})["has_dependencies"]
+    assert context.derive({"database": "none", "redis": True})["has_dependencies"]
+    assert not context.derive({"database": "none", "redis": False})["has_dependencies"]
+
+
 def test_derive_bind_host_without_railway() -> None:
     assert context.derive({"platforms": ["aws_ecs", "kubernetes"]})["bind_host"] == "0.0.0.0"
 
