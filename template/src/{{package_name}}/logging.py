@@ -35,9 +35,13 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error"):
+    for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
         server_logger = logging.getLogger(name)
         server_logger.handlers.clear()
         server_logger.propagate = True
     # The middleware logs each request with its id; the server's own access log would repeat it.
-    logging.getLogger("uvicorn.access").disabled = True
+    # With no handler and no propagation, uvicorn sees none and skips building the line: merely
+    # disabling the logger would still cost every request the formatting of its arguments.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
