@@ -32,6 +32,12 @@ UV_VERSION = "0.13.9"
 APP_UID = 10001
 REDIS_IMAGE = "redis:7.4-alpine"
 
+
+def _next_minor(version: str) -> str:
+    major, minor, *_ = version.split(".")
+    return f"{major}.{int(minor) + 1}"
+
+
 DATABASES: dict[str, dict[str, Any]] = {
     "postgresql": {
         "scheme": "postgresql+asyncpg",
@@ -170,6 +176,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "has_dependencies": has_db or bool(answers.get("redis")),
         "has_worker": worker != "none",
         "uv_version": UV_VERSION,
+        # The generated project builds with uv's own backend from the same release line: uv
+        # then builds it in-process, with no build environment (what the image's builder runs).
+        "uv_build_requirement": f"uv_build>={UV_VERSION},<{_next_minor(UV_VERSION)}",
         # Numeric user and group the image runs as (never root); platforms that set
         # runAsUser/user read the same value.
         "app_uid": APP_UID,

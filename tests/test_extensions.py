@@ -97,6 +97,19 @@ def test_derive_defaults() -> None:
     assert derived["placeholder"]("staging", "password") == "shop_staging_your_password_here"
 
 
+def test_uv_build_requirement_follows_the_pinned_uv_release_line() -> None:
+    from packaging.requirements import Requirement
+
+    derived = context.derive({})
+    requirement = Requirement(derived["uv_build_requirement"])
+    assert requirement.name == "uv_build"
+    major, minor, patch = map(int, derived["uv_version"].split("."))
+    # The pinned uv builds the project itself (same release line): later patches are fine.
+    assert derived["uv_version"] in requirement.specifier
+    assert f"{major}.{minor}.{patch + 7}" in requirement.specifier
+    assert f"{major}.{minor + 1}.0" not in requirement.specifier
+
+
 def test_graceful_timeout_stays_below_every_kill_timeout() -> None:
     derived = context.derive({})
     assert derived["graceful_timeout"] < derived["kill_timeout"] <= 120  # ECS caps stopTimeout at 120
