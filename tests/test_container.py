@@ -33,11 +33,15 @@ from containers import Engine, base_image, derive, detect_engine, ensure_base_im
 PYTHON = "3.11"  # the stand-in base image's Python (Debian bookworm)
 CONTAINER = pytest.mark.xdist_group("container")
 
-# Every server and every database at least once, and the defaults.
+# The defaults (uvicorn, PostgreSQL), every other server x database pair, and a worker.
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
-    "gunicorn-mysql": {"server": "gunicorn", "database": "mysql"},
+    "uvicorn-mysql": {"database": "mysql"},
     "uvicorn-sqlite": {"database": "sqlite"},
+    "uvicorn-none": {"database": "none"},
+    "gunicorn-postgresql": {"server": "gunicorn"},
+    "gunicorn-mysql": {"server": "gunicorn", "database": "mysql"},
+    "gunicorn-sqlite": {"server": "gunicorn", "database": "sqlite"},
     "gunicorn-none": {"server": "gunicorn", "database": "none"},
     "arq-worker": {"database": "none", "redis": True, "worker": "arq"},
 }
@@ -316,7 +320,7 @@ def _image_members(engine: Engine, tag: str, secret: str) -> tuple[list[tarfile.
 
 
 @CONTAINER
-@pytest.mark.parametrize("variant", ["defaults", "gunicorn-none"])
+@pytest.mark.parametrize("variant", [name for name in VARIANTS if name != "arq-worker"])
 def test_image_holds_only_what_runs(variant: str, engine: Engine, built: Callable[[str], Built]) -> None:
     box = built(variant)
     members, leaking = _image_members(engine, box.tag, box.secret)
