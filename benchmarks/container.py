@@ -23,6 +23,7 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,11 +139,33 @@ def wait_for(url: str, status: int = 200, timeout: float = 60) -> float:
     raise RuntimeError(f"{url} did not answer {status} within {timeout}s")
 
 
+# With two or more CPUs the servers run on CPU 0 and the load generator on CPU 1, so the load
+# generator never takes CPU time from the server it measures.
+PINNED = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+def server_cpu(engine: Engine) -> tuple[list[str], list[str]]:
+    """(command prefix, run flags) that keep a container's processes on CPU 0."""
+    if not PINNED:
+        return [], []
+    if engine.name == "docker":
+        return [], ["--cpuset-cpus", "0"]
+    return ["taskset", "-c", "0"], []  # Podman's processes inherit the CPU affinity
+
+
+def start_pinned(engine: Engine, *args: str) -> None:
+    """`run -d ARGS` with the container's processes kept on CPU 0 (when pinning)."""
+    prefix, flags = server_cpu(engine)
+    subprocess.run([*prefix, *engine.cmd(*engine.run_args(), *flags, *args)], check=True, capture_output=True)
+
+
 def load(url: str, seconds: int, connections: int) -> tuple[float, str]:
     """Requests per second at url: wrk when installed, else a bounded httpx load generator."""
     if shutil.which("wrk"):
+        pin = ["taskset", "-c", "1"] if PINNED else []
+        threads = "-t1" if PINNED else "-t2"
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
+            [*pin, "wrk", threads, f"-c{connections}", f"-d{seconds}s", url],
             capture_output=True,
             text=True,
             check=True,
@@ -153,7 +176,8 @@ def load(url: str, seconds: int, connections: int) -> tuple[float, str]:
         if errors:
             raise RuntimeError(f"{url}: {errors.group(1)} errors under load\n{out}")
         assert match, out
-        return float(match.group(1)), f"wrk -t2 -c{connections} -d{seconds}s"
+        where = ", server on CPU 0, wrk on CPU 1" if PINNED else ""
+        return float(match.group(1)), f"wrk {threads} -c{connections} -d{seconds}s{where}"
     import asyncio
 
     import httpx
@@ -268,10 +292,8 @@ def main() -> None:
             name = f"fd-bench-{uuid.uuid4().hex[:8]}"
             names.append(name)
             started = time.perf_counter()
-            engine.run(
-                *engine.run_args(), "-d", "--name", name, "--read-only", "--tmpfs", "/tmp",
-                *env, "-e", f"PORT={port}", tag,
-            )  # fmt: skip
+            read_only = ["--read-only", "--tmpfs", "/tmp"]
+            start_pinned(engine, "-d", "--name", name, *read_only, *env, "-e", f"PORT={port}", tag)
             wait_for(f"http://{host}:{port}{values['health_ready_path']}")
             start_to_ready = time.perf_counter() - started
             rows.append(("Start to first ready 200 (`run -d` to /health/ready)", f"{start_to_ready:.2f} s", ""))
@@ -286,8 +308,8 @@ def main() -> None:
                 names.append(bare)
                 bare_ports[factory] = free_port()
                 starter = f"from {package} import serve; serve.APP_FACTORY = 'bare:{factory}'; serve.main()"
-                engine.run(
-                    *engine.run_args(), "-d", "--name", bare, "--read-only", "--tmpfs", "/tmp",
+                start_pinned(
+                    engine, "-d", "--name", bare, "--read-only", "--tmpfs", "/tmp",
                     "-v", f"{bare_dir}:/bench:ro", "-e", "PYTHONPATH=/bench", "-e", f"PORT={bare_ports[factory]}",
                     tag, "python", "-c", starter,
                 )  # fmt: skip
@@ -320,6 +342,14 @@ def main() -> None:
                     "Ratio app / bare app with an included router",
                     f"{best['app'] / best['router']:.2f}",
                     "aim >= 0.9: the template's own cost (middleware, settings, logging)",
+                )
+            )
+            paired = sorted(a / r for a, r in zip(runs["app"], runs["router"], strict=True))
+            rows.append(
+                (
+                    "Median of the per-round ratios app / bare app with an included router",
+                    f"{statistics.median(paired):.2f}",
+                    f"rounds: {', '.join(f'{ratio:.2f}' for ratio in paired)}",
                 )
             )
             rows.append(
@@ -356,9 +386,9 @@ def main() -> None:
         f"`{base_image(PYTHON)}` ({bases[base_image(PYTHON)]}), the app run read-only with `--network host`",
         "against the host's PostgreSQL. The bare apps are one-route FastAPI apps started from the same",
         "image by the project's own `serve.main()` (same socket, server and flags): one includes its",
-        "route from an `APIRouter` as the generated app does, one registers it on the app. The first",
-        "ratio is the cost of the generated app's middleware, settings and logging; the second also",
-        "counts FastAPI's cost of matching a request through an included router (FastAPI 0.137 and",
+        "route from an `APIRouter` as the generated app does, one registers it on the app. The ratio to",
+        "the first is the cost of the generated app's middleware, settings and logging; the ratio to the",
+        "second also counts FastAPI's cost of matching a request through an included router (FastAPI 0.137 and",
         "later keep included routers as nested nodes; [request cost](request-cost.md) counts both).",
         "",
         "Build times are Podman's (`--isolation chroot`, `--format docker`). Podman checks its cache",
