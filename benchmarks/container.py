@@ -309,7 +309,7 @@ def main() -> None:
                 bare_ports[factory] = free_port()
                 starter = f"from {package} import serve; serve.APP_FACTORY = 'bare:{factory}'; serve.main()"
                 start_pinned(
-                    engine, "-d", "--name", bare, "--read-only", "--tmpfs", "/tmp",
+                    engine, "-d", "--name", bare, *read_only,
                     "-v", f"{bare_dir}:/bench:ro", "-e", "PYTHONPATH=/bench", "-e", f"PORT={bare_ports[factory]}",
                     tag, "python", "-c", starter,
                 )  # fmt: skip

@@ -28,14 +28,13 @@ PAGE = ROOT / "docs" / "benchmarks" / "request-cost.md"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from conftest import PROJECT_ENV  # noqa: E402  (no pyenv pin, no outer VIRTUAL_ENV)
 from container import BARE_APP, render  # noqa: E402
 
-VARIANTS = """
-import logging
+PACKAGE = "bench_service"  # what render() names the project's package
 
-from fastapi import FastAPI
-
-import {package}.main as project_main
+VARIANTS = f"""
+import {PACKAGE}.main as project_main
 
 
 async def raw(scope, receive, send):
@@ -124,14 +123,12 @@ uvloop.run(main(sys.argv[1], int(sys.argv[2])))
 
 def instructions(project: Path, factory: str, count: int) -> int:
     env = dict(
-        os.environ,
+        PROJECT_ENV,
         PYTHONPATH=str(project / "bench"),
         ENVIRONMENT="production",
         SECRET_KEY=secrets.token_urlsafe(48),
         DATABASE_URL="postgresql://postgres@127.0.0.1:5432/postgres",  # never connected (no lifespan)
     )
-    for name in ("VIRTUAL_ENV", "PYENV_VERSION"):
-        env.pop(name, None)
     python = project / ".venv" / "bin" / "python"
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(python),
@@ -152,7 +149,7 @@ ROWS = [
     ("Bare FastAPI app, route on the app itself", "bare:create_flat_app"),
     ("Bare FastAPI app, route on an included APIRouter", "bare:create_app"),
     ("Generated app, its middleware replaced by a pass-through", "variants:app_without_middleware"),
-    ("Generated app", "bench_service.main:create_app"),
+    ("Generated app", f"{PACKAGE}.main:create_app"),
 ]
 
 
@@ -192,13 +189,11 @@ def main() -> None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="fd-cost-") as tmp:
         project = render(Path(tmp) / "bench-service")
-        subprocess.run(["uv", "sync", "--quiet", "--locked"], cwd=project, check=True, env={
-            k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYENV_VERSION")
-        })  # fmt: skip
+        subprocess.run(["uv", "sync", "--quiet", "--locked"], cwd=project, check=True, env=PROJECT_ENV)
         bench = project / "bench"
         bench.mkdir()
         (bench / "bare.py").write_text(BARE_APP)
-        (bench / "variants.py").write_text(VARIANTS.format(package="bench_service"))
+        (bench / "variants.py").write_text(VARIANTS)
         (bench / "driver.py").write_text(DRIVER)
         with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             counts = list(pool.map(lambda row: per_request(project, row[1], args.requests), ROWS))
