@@ -2,8 +2,8 @@
 
 nginx from the host (Debian's package) loads deploy/proxy/nginx.conf the way the nginx image
 does (included inside `http {}`), in a private network and mount namespace: there `app` resolves
-to 127.0.0.1 as it does on the compose network, and ports 80 and 8000 are free whatever the host
-runs. The generated app is served by its own serve.py behind it. Needs root (namespaces) and nginx.
+to 127.0.0.1 as it does on the compose network, and port 80 and the app's port are free whatever
+the host runs. The generated app is served by its own serve.py behind it. Needs root (namespaces) and nginx.
 """
 
 from __future__ import annotations
@@ -17,19 +17,21 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
 from conftest import PROJECT_ENV, need
+from containers import derive
 
 DRIVER = r"""
 import json, os, secrets, subprocess, sys, time, urllib.error, urllib.request
 
-project, package, tmp = sys.argv[1], sys.argv[2], sys.argv[3]
+project, package, port, live, tmp = sys.argv[1:6]  # live: the liveness path
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 hosts = os.path.join(tmp, "hosts")
 with open(hosts, "w") as f:
     f.write("127.0.0.1 localhost\n::1 localhost\n127.0.0.1 app\n")  # the compose service name
 subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)
 
-env = dict(os.environ, ENVIRONMENT="production", SECRET_KEY=secrets.token_urlsafe(48), PORT="8000")
+env = dict(os.environ, ENVIRONMENT="production", SECRET_KEY=secrets.token_urlsafe(48), PORT=port)
 app_log = open(os.path.join(tmp, "app.log"), "w")
 app = subprocess.Popen([os.path.join(project, ".venv", "bin", "python"), "-m", f"{package}.serve"],
                        env=env, cwd=project, stdout=app_log, stderr=subprocess.STDOUT)
@@ -51,16 +53,16 @@ try:
     deadline = time.monotonic() + 60
     while True:
         try:
-            if get("http://127.0.0.1/health/live")[0] == 200:
+            if get("http://127.0.0.1" + live)[0] == 200:
                 break
         except OSError:
             pass
         if time.monotonic() > deadline:
             raise SystemExit("no 200 through nginx within 60 s")
         time.sleep(0.2)
-    result["live"] = get("http://127.0.0.1/health/live")
-    result["live_v6"] = get("http://[::1]/health/live")
-    result["given_id"] = get("http://127.0.0.1/health/live", {"X-Request-ID": "from-the-client-1"})
+    result["live"] = get("http://127.0.0.1" + live)
+    result["live_v6"] = get("http://[::1]" + live)
+    result["given_id"] = get("http://127.0.0.1" + live, {"X-Request-ID": "from-the-client-1"})
     result["missing"] = get("http://127.0.0.1/no-such-route")
     result["too_big"] = get("http://127.0.0.1/no-such-route", data=b"x" * (11 * 1024 * 1024))
 finally:
@@ -90,27 +92,20 @@ http {{
 """
 
 
-def _nginx_version() -> tuple[int, ...] | None:
-    if not shutil.which("nginx"):
-        return None
-    out = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr
-    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out)
-    return tuple(int(part) for part in found.groups()) if found else None
-
-
 def test_nginx_proxies_to_the_app_with_request_ids(project: Callable[..., Path], tmp_path: Path) -> None:
-    need(_nginx_version() is not None, "nginx is not installed (Debian: apt-get install nginx-light)")
+    need(shutil.which("nginx") is not None, "nginx is not installed (Debian: apt-get install nginx-light)")
     need(os.geteuid() == 0 and shutil.which("unshare") is not None, "needs root and unshare for a private netns")
     # No domain: plain HTTP on port 80 (the TLS server block needs nginx 1.25.1+ for `http2 on`).
     box = project(project_name="Proxied Service", reverse_proxy="nginx", database="none", python_version="3.11")
     conf = box / "deploy" / "proxy" / "nginx.conf"
     (tmp_path / "nginx.conf").write_text(NGINX_MAIN.format(tmp=tmp_path, conf=conf))
     (tmp_path / "driver.py").write_text(DRIVER)
-    env = {k: v for k, v in PROJECT_ENV.items() if not k.startswith("UV_")}
+    values = derive(yaml.safe_load((box / ".copier-answers.yml").read_text()))
+    package = values["app_module"].split(".", 1)[0]
     done = subprocess.run(
         ["unshare", "--net", "--mount", "--fork", sys.executable, str(tmp_path / "driver.py"),
-         str(box), "proxied_service", str(tmp_path)],
-        capture_output=True, text=True, timeout=180, env=env,
+         str(box), package, str(values["app_port"]), values["health_live_path"], str(tmp_path)],
+        capture_output=True, text=True, timeout=180, env=PROJECT_ENV,
     )  # fmt: skip
     app_log = (tmp_path / "app.log").read_text() if (tmp_path / "app.log").exists() else ""
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- app ---\n{app_log[-3000:]}"
