@@ -174,9 +174,9 @@ def page(counts: list[float], requests: int) -> list[str]:
         f"- The app against the bare app with an included router: {router / app:.2f};",
         f"  against the flat one: {flat / app:.2f}.",
         "",
-        "A load test ([container](container.md)) shows a lower ratio than these counts: the app's",
-        "responses carry four more headers, which the kernel and the load generator, on the same two",
-        "cores, also pay for.",
+        "A load test ([Docker](container-docker.md), [Podman](container-podman.md)) shows a lower",
+        "ratio than these counts: the app's responses carry four more headers, which the kernel and",
+        "the load generator, on the same two cores, also pay for.",
         "",
     ]
 

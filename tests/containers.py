@@ -1,7 +1,10 @@
 """Container engine helpers for the image tests and the container benchmark.
 
-- `detect_engine()` finds Docker (when `docker info` answers) or else Podman, with the flags this
-  kind of machine needs (see shared/containers.md), or None.
+- `detect_engine()` finds Docker (when `docker info` answers and the client can build with
+  BuildKit) or else Podman, with the flags this kind of machine needs (see shared/containers.md),
+  or None; `detect_engine("podman")` asks for one engine. `wanted_engines()` reads FD_ENGINES
+  (for example "podman docker": run the image tests under each), by default the first one found.
+  FD_DOCKER names the Docker client (default `docker`).
 - `ensure_base_images(engine, python_version, uv_version)` makes sure the Dockerfile's base images
   exist locally: they are used when present, pulled when a registry answers, and otherwise
   replaced by stand-ins built here (a Debian root filesystem from debootstrap imported under the
@@ -51,10 +54,11 @@ class Engine:
     global_flags: list[str] = field(default_factory=list)
     build_flags: list[str] = field(default_factory=list)
     run_flags: list[str] = field(default_factory=list)
+    program: str = ""  # the client to run, when it is not the engine's name (FD_DOCKER)
 
     @property
     def exe(self) -> list[str]:
-        return [self.name, *self.global_flags]
+        return [self.program or self.name, *self.global_flags]
 
     def cmd(self, *args: str) -> list[str]:
         return [*self.exe, *args]
@@ -111,29 +115,76 @@ class Engine:
 
     def remove(self, *names: str) -> None:
         if names:
-            subprocess.run(self.cmd("rm", "-f", "-t", "0", *names), capture_output=True, timeout=60)
+            # Docker's `rm -f` kills at once; Podman's waits for the stop timeout unless told not to.
+            no_wait = ["-t", "0"] if self.name == "podman" else []
+            subprocess.run(self.cmd("rm", "-f", *no_wait, *names), capture_output=True, timeout=60)
 
     def inspect(self, ref: str, fmt: str, kind: str = "container") -> str:
         return self.run(kind, "inspect", "--format", fmt, ref).stdout.strip()
 
 
-def detect_engine() -> Engine | None:
-    """Docker when its engine answers, else Podman (with this machine's flags), else None."""
-    if shutil.which("docker") and _ok(["docker", "info"]):
-        return Engine("docker", run_flags=["--network", "host"], build_flags=["--network", "host"])
-    if shutil.which("podman"):
-        global_flags: list[str] = []
-        run_flags = ["--network", "host"]
-        build_flags = ["--network", "host", "--format", "docker"]
-        # Machines with hybrid cgroups (shared/containers.md): runc instead of crun, cgroupfs,
-        # chroot isolation for builds and limits within the hard limits for runs.
-        if os.environ.get("FD_PODMAN_PLAIN") != "1" and shutil.which("runc"):
-            global_flags = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
-            build_flags += ["--isolation", "chroot"]
-            run_flags += ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
-        if _ok(["podman", *global_flags, "info"], timeout=60):
-            return Engine("podman", global_flags, build_flags, run_flags)
+ENGINE_NAMES = ("docker", "podman")
+
+
+def _docker_builds_with_buildkit(program: str) -> bool:
+    """The Dockerfile's RUN --mount needs BuildKit: the buildx plugin, or a client older than 23
+    (which builds with BuildKit itself when DOCKER_BUILDKIT=1). A newer client without buildx
+    refuses to build with BuildKit."""
+    if _ok([program, "buildx", "version"]):
+        return True
+    try:
+        version = subprocess.run(
+            [program, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+        return int(version.split(".")[0]) < 23
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return False
+
+
+def _docker() -> Engine | None:
+    program = os.environ.get("FD_DOCKER", "docker")
+    if shutil.which(program) and _ok([program, "info"]) and _docker_builds_with_buildkit(program):
+        return Engine("docker", run_flags=["--network", "host"], build_flags=["--network", "host"], program=program)
     return None
+
+
+def _podman() -> Engine | None:
+    if not shutil.which("podman"):
+        return None
+    global_flags: list[str] = []
+    run_flags = ["--network", "host"]
+    build_flags = ["--network", "host", "--format", "docker"]
+    # Machines with hybrid cgroups (shared/containers.md): runc instead of crun, cgroupfs,
+    # chroot isolation for builds and limits within the hard limits for runs.
+    if os.environ.get("FD_PODMAN_PLAIN") != "1" and shutil.which("runc"):
+        global_flags = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+        build_flags += ["--isolation", "chroot"]
+        run_flags += ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
+    if _ok(["podman", *global_flags, "info"], timeout=60):
+        return Engine("podman", global_flags, build_flags, run_flags)
+    return None
+
+
+def detect_engine(name: str | None = None) -> Engine | None:
+    """The named engine if it works; without a name, Docker when its engine answers, else Podman."""
+    if name is not None:
+        if name not in ENGINE_NAMES:
+            raise ValueError(f"unknown container engine {name!r}: use one of {', '.join(ENGINE_NAMES)}")
+        return _docker() if name == "docker" else _podman()
+    return _docker() or _podman()
+
+
+def wanted_engines() -> list[str]:
+    """The engines the image tests run under: FD_ENGINES ("podman docker"), else the first found
+    (an empty list when there is none)."""
+    listed = os.environ.get("FD_ENGINES", "").replace(",", " ").split()
+    if listed:
+        unknown = [name for name in listed if name not in ENGINE_NAMES]
+        if unknown:
+            raise ValueError(f"FD_ENGINES names {unknown}: use {' and/or '.join(ENGINE_NAMES)}")
+        return listed
+    found = detect_engine()
+    return [found.name] if found else []
 
 
 def _log(message: str) -> None:

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 from conftest import ROOT, UV, need, render_template, run
-from containers import Engine, base_image, derive, detect_engine, ensure_base_images
+from containers import Engine, base_image, derive, detect_engine, ensure_base_images, wanted_engines
 
 PYTHON = "3.11"  # the stand-in base image's Python (Debian bookworm)
 CONTAINER = pytest.mark.xdist_group("container")
@@ -53,10 +53,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def engine() -> Engine:
-    found = detect_engine()
-    need(found is not None, "no container engine: `docker info` fails and podman is not installed or not working")
+# FD_ENGINES="podman docker" runs every image test under each engine (CI); by default the first found.
+ENGINES = wanted_engines() or ["none found"]
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Engine:
+    name = request.param
+    found = None if name == "none found" else detect_engine(name)
+    need(
+        found is not None,
+        f"container engine {name}: set FD_ENGINES to docker or podman that works here"
+        " (Docker: `docker info` answers and the client has buildx or is older than 23; FD_DOCKER names"
+        " the client; Podman: `podman info` answers)",
+    )
     assert found is not None
     return found
 
@@ -82,7 +92,8 @@ class Built:
         return f"http://{host}:{port}"
 
 
-_BUILT: dict[str, Built] = {}
+_PROJECTS: dict[str, tuple[Path, str]] = {}  # variant -> (rendered project, its SECRET_KEY)
+_BUILT: dict[tuple[str, str], Built] = {}  # (engine, variant) -> image
 
 
 def prepare_project(template_src: Path, dest: Path, answers: dict[str, Any]) -> Path:
@@ -117,17 +128,20 @@ def built(
     engine: Engine, base_images: dict[str, str], template_src: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[str], Built]:
     def _built(name: str) -> Built:
-        if name not in _BUILT:
-            answers = {"project_name": f"Box {name}", **VARIANTS[name]}
+        answers = {"project_name": f"Box {name}", **VARIANTS[name]}
+        if name not in _PROJECTS:  # rendered once, built by each engine
             dest = prepare_project(template_src, tmp_path_factory.mktemp("image") / f"box-{name}", answers)
-            secret = env_secret(dest)
+            _PROJECTS[name] = (dest, env_secret(dest))
+        key = (engine.name, name)
+        if key not in _BUILT:
+            dest, secret = _PROJECTS[name]
             # One tag per variant and xdist worker, kept after the run: removing images would also
             # drop build cache that a parallel worker (or the next run) is about to reuse.
             tag = f"localhost/fd-test-{name}:{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
             log = engine.build(dest, tag, build_args())
-            _BUILT[name] = Built(name, answers, dest, tag, log)
-            _BUILT[name].secret = secret
-        return _BUILT[name]
+            _BUILT[key] = Built(name, answers, dest, tag, log)
+            _BUILT[key].secret = secret
+        return _BUILT[key]
 
     return _built
 
