@@ -4,7 +4,8 @@ Engine tests build each variant's image with Docker or Podman (tests/containers.
 migrations and the app from it against the host's real PostgreSQL/MariaDB, and inspect the
 image's filesystem. Stand-in base images are built on demand where the official ones cannot be
 pulled (Python 3.11 from Debian bookworm), so container projects are rendered with 3.11.
-hadolint runs over the Dockerfiles of many answer combinations; needs no engine.
+hadolint runs over the Dockerfiles of many answer combinations; needs no engine. With Docker,
+`docker compose up` runs a SQLite stack for real (the other stacks need registry images).
 """
 
 from __future__ import annotations
@@ -698,6 +699,95 @@ def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str
         if checked >= 12:
             break
     assert checked == 12
+
+
+def _compose_run(project: Path, env: dict[str, str], *args: str, timeout: float = 180) -> str:
+    cmd = [_tool("docker-compose"), *args]
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (
+        f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
+    return result.stdout
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{what} within {timeout}s")
+
+
+@CONTAINER
+def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_development(
+    template_src: Path, tmp_path: Path
+) -> None:
+    """A real `docker compose up` of a stack that needs no registry image (SQLite, no Redis, no proxy):
+    migrate runs to completion before the app starts, the app is hardened as compose.yaml says, data
+    survives `down`/`up` in the named volume, and the development override reloads changed code."""
+    docker = detect_engine("docker")
+    need(
+        docker is not None,
+        "a Docker engine whose client builds with BuildKit (FD_DOCKER), for a real `docker compose up`",
+    )
+    assert docker is not None
+    ensure_base_images(docker, PYTHON, derive({})["uv_version"])
+    project = prepare_project(template_src, tmp_path / "stack", {"project_name": "Stack Check", "database": "sqlite"})
+    env_secret(project)  # SECRET_KEY in .env, which compose reads for ${SECRET_KEY:?...}
+    image, image_tag = "localhost/fd-test-compose-stack", os.environ.get("PYTEST_XDIST_WORKER", "main")
+    docker.build(project, f"{image}:{image_tag}", build_args())
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    context = derive(answers)
+    port, name = _free_port(), f"fd-stack-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "IMAGE": image, "IMAGE_TAG": image_tag, "APP_PORT": str(port)}
+    production, development = ["-p", name, "-f", "compose.yaml"], ["-p", name]  # the override merges itself
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        return httpx.get(url + context["health_ready_path"], timeout=2).status_code == 200
+
+    try:
+        _compose_run(project, env, *production, "up", "-d", "--no-build")
+        _until(ready, "the production-like stack did not answer ready")
+        migrate, app = f"{name}-migrate-1", f"{name}-app-1"
+        assert docker.inspect(migrate, "{{.State.ExitCode}}") == "0"
+        finished = docker.inspect(migrate, "{{.State.FinishedAt}}")
+        started = docker.inspect(app, "{{.State.StartedAt}}")
+        assert finished <= started, f"the app started ({started}) before migrate finished ({finished})"
+        host = json.loads(docker.inspect(app, "{{json .HostConfig}}"))
+        assert host["ReadonlyRootfs"] is True
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+        assert "/tmp" in host["Tmpfs"]
+        assert docker.run("exec", app, "id", "-u").stdout.strip() == str(context["app_uid"])
+        created = httpx.post(url + "/items", json={"name": "kept across down and up"}, timeout=5)
+        assert created.status_code == 201, created.text
+
+        _compose_run(project, env, *production, "down", "-t", "5")  # containers go, the volume stays
+        _compose_run(project, env, *production, "up", "-d", "--no-build")
+        _until(ready, "the stack did not answer ready after down and up")
+        names = [item["name"] for item in httpx.get(url + "/items", timeout=5).json()["items"]]
+        assert "kept across down and up" in names
+        _compose_run(project, env, *production, "down", "-t", "5")
+
+        _compose_run(project, env, *development, "up", "-d", "--no-build")
+        _until(ready, "the development stack did not answer ready")
+        assert httpx.get(url + "/openapi.json", timeout=5).json()["info"]["title"] == "Stack Check"
+        main_py = project / "src" / answers["package_name"] / "main.py"
+        main_py.write_text(main_py.read_text().replace('title="Stack Check"', 'title="Stack Check, reloaded"'))
+        _until(
+            lambda: httpx.get(url + "/openapi.json", timeout=2).json()["info"]["title"] == "Stack Check, reloaded",
+            "the development server did not reload the changed code",
+        )
+    finally:
+        subprocess.run(
+            [_tool("docker-compose"), *development, "down", "-v", "--remove-orphans", "-t", "5"],
+            cwd=project, env=env, capture_output=True, timeout=120,
+        )  # fmt: skip
 
 
 def test_compose_stops_at_once_on_a_missing_required_value(render: Callable[..., Path]) -> None:
