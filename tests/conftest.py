@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,17 @@ def need(condition: bool, reason: str) -> None:
     """Skip with a visible reason when a server or tool is missing (a failure in CI)."""
     if not condition:
         pytest.skip(reason)
+
+
+def filled_env(project: Path) -> str:
+    """.env.example with every placeholder replaced by a fresh secret, as a user would fill it."""
+    lines = []
+    for line in (project / ".env.example").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#") and "_your_" in value and value.endswith("_here"):
+            value = secrets.token_urlsafe(24)
+        lines.append(f"{key}{sep}{value}")
+    return "\n".join(lines) + "\n"
 
 
 def run(

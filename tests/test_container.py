@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, UV, need, render_template, run
+from conftest import ROOT, UV, filled_env, need, render_template, run
 from containers import Engine, base_image, derive, detect_engine, ensure_base_images, wanted_engines
 
 PYTHON = "3.11"  # the stand-in base image's Python (Debian bookworm)
@@ -616,17 +616,6 @@ def test_compose_files_pass_the_compose_spec_and_compose_config(
             assert "{{" not in (project / "compose.yaml").read_text()
         docs = (project / "docs" / "container.md").read_text()
         assert "{{" not in docs and "{%" not in docs and project.joinpath(".dockerignore").exists()
-
-
-def filled_env(project: Path) -> str:
-    """.env.example with every placeholder replaced by a fresh secret, as a user would fill it."""
-    lines = []
-    for line in (project / ".env.example").read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not line.startswith("#") and "_your_" in value and value.endswith("_here"):
-            value = secrets.token_urlsafe(24)
-        lines.append(f"{key}{sep}{value}")
-    return "\n".join(lines) + "\n"
 
 
 def compose_config(project: Path, *files: str) -> dict[str, Any]:
