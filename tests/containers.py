@@ -206,6 +206,18 @@ def _debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
+def debootstrap(release: str, packages: list[str], target: Path) -> None:
+    """A minimal Debian root filesystem of release with packages, from the host's Debian mirror."""
+    if not shutil.which("debootstrap"):
+        raise RuntimeError("debootstrap is needed to build a Debian root filesystem (apt-get install debootstrap)")
+    subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", release, str(target), _debian_mirror()],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+
+
 def build_standin_python(engine: Engine, python_version: str, ref: str) -> None:
     """Import a debootstrap root filesystem with python3 as `ref` (about 40 s)."""
     release = DEBIAN_FOR_PYTHON.get(python_version)
@@ -214,24 +226,10 @@ def build_standin_python(engine: Engine, python_version: str, ref: str) -> None:
             f"no stand-in for Python {python_version}: Debian ships {sorted(DEBIAN_FOR_PYTHON)};"
             " render the project with one of those or make the official image available"
         )
-    if not shutil.which("debootstrap"):
-        raise RuntimeError("debootstrap is needed to build a stand-in base image (apt-get install debootstrap)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fd-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        subprocess.run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                "--include=python3,python3-venv,ca-certificates",
-                release,
-                str(rootfs),
-                _debian_mirror(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
+        debootstrap(release, ["python3", "python3-venv", "ca-certificates"], rootfs)
         (rootfs / "usr/bin/python").unlink(missing_ok=True)
         (rootfs / "usr/bin/python").symlink_to("python3")
         if HOST_CA_BUNDLE.exists():

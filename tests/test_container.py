@@ -631,8 +631,9 @@ def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str
         project = tmp_path / f"c{checked}"
         shutil.copytree(rendered, project)
         (project / ".env").write_text(filled_env(project))
-        if "TLS_CERTS_DIR=" in (project / ".env").read_text():
-            (project / "deploy/proxy/certs").mkdir(parents=True)
+        for variable, folder in (("TLS_CERTS_DIR", "deploy/proxy/certs"), ("ACME_WEBROOT", "deploy/proxy/acme")):
+            if f"{variable}=./{folder}" in (project / ".env").read_text():
+                (project / folder).mkdir(parents=True)  # as docs/deploy/vm.md has the user do
         values = derive(yaml.safe_load((project / ".copier-answers.yml").read_text()))
         config = compose_config(project, "compose.yaml")
         services = config["services"]
@@ -681,6 +682,11 @@ def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str
             assert f"app:{values['app_port']}" in text
             if answers.get("domain"):
                 assert answers["domain"] in text
+            if proxy == "nginx" and answers.get("domain"):
+                # certbot's webroot: the folder nginx.conf serves challenges from, mounted read-only.
+                webroot = re.search(r"location /\.well-known/acme-challenge/ \{\s*root ([^;]+);", text)
+                assert webroot, text
+                assert any(v["target"] == webroot.group(1) and v["read_only"] for v in mounts), mounts
         # Development: reload, sources mounted.
         dev = compose_config(project, "compose.yaml", "compose.override.yaml")["services"]["app"]
         assert "--reload" in dev["command"] and any(v["target"] == "/app/src" for v in dev["volumes"])

