@@ -161,7 +161,7 @@ NGINX_TLS_DRIVER = (
 import socket
 
 root, domain = config["nginx_root"], config["domain"]
-# Mounted where the nginx image has them (compose.yaml mounts the config and TLS_CERTS_DIR there).
+# compose.yaml's bind mounts (the config, TLS_CERTS_DIR, ACME_WEBROOT) at their targets in the root.
 for source, target in config["mounts"].items():
     subprocess.run(["mount", "--bind", source, root + target], check=True)
 app = start_app("app.log")
