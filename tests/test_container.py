@@ -30,6 +30,7 @@ import pytest
 import yaml
 from conftest import ROOT, UV, filled_env, need, render_template, run
 from containers import Engine, base_image, derive, detect_engine, ensure_base_images, wanted_engines
+from deploy_checks import compose_config
 
 PYTHON = "3.11"  # the stand-in base image's Python (Debian bookworm)
 CONTAINER = pytest.mark.xdist_group("container")
@@ -618,12 +619,6 @@ def test_compose_files_pass_the_compose_spec_and_compose_config(
         assert "{{" not in docs and "{%" not in docs and project.joinpath(".dockerignore").exists()
 
 
-def compose_config(project: Path, *files: str) -> dict[str, Any]:
-    compose = _tool("docker-compose")
-    stack = [arg for name in files for arg in ("-f", name)]
-    return json.loads(run([compose, *stack, "config", "--format", "json"], cwd=project).stdout)
-
-
 def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str, Any], Path]], tmp_path: Path) -> None:
     """With a filled .env, Compose's own view of the stack: hardening, migrations first, health, volumes."""
     checked = 0
@@ -635,7 +630,7 @@ def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str
             if f"{variable}=./{folder}" in (project / ".env").read_text():
                 (project / folder).mkdir(parents=True)  # as docs/deploy/vm.md has the user do
         values = derive(yaml.safe_load((project / ".copier-answers.yml").read_text()))
-        config = compose_config(project, "compose.yaml")
+        config = compose_config(project, ["compose.yaml"])
         services = config["services"]
         app = services["app"]
         assert app["read_only"] is True and app["cap_drop"] == ["ALL"], answers
@@ -688,21 +683,12 @@ def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str
                 assert webroot, text
                 assert any(v["target"] == webroot.group(1) and v["read_only"] for v in mounts), mounts
         # Development: reload, sources mounted.
-        dev = compose_config(project, "compose.yaml", "compose.override.yaml")["services"]["app"]
+        dev = compose_config(project, ["compose.yaml", "compose.override.yaml"])["services"]["app"]
         assert "--reload" in dev["command"] and any(v["target"] == "/app/src" for v in dev["volumes"])
         checked += 1
         if checked >= 12:
             break
     assert checked == 12
-
-
-def _compose_run(project: Path, env: dict[str, str], *args: str, timeout: float = 180) -> str:
-    cmd = [_tool("docker-compose"), *args]
-    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, (
-        f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    )
-    return result.stdout
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -742,11 +728,14 @@ def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_developmen
     production, development = ["-p", name, "-f", "compose.yaml"], ["-p", name]  # the override merges itself
     url = f"http://127.0.0.1:{port}"
 
+    def compose(*args: str) -> None:
+        run([_tool("docker-compose"), *args], cwd=project, env=env, timeout=180)
+
     def ready() -> bool:
         return httpx.get(url + context["health_ready_path"], timeout=2).status_code == 200
 
     try:
-        _compose_run(project, env, *production, "up", "-d", "--no-build")
+        compose(*production, "up", "-d", "--no-build")
         _until(ready, "the production-like stack did not answer ready")
         migrate, app = f"{name}-migrate-1", f"{name}-app-1"
         assert docker.inspect(migrate, "{{.State.ExitCode}}") == "0"
@@ -762,14 +751,14 @@ def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_developmen
         created = httpx.post(url + "/items", json={"name": "kept across down and up"}, timeout=5)
         assert created.status_code == 201, created.text
 
-        _compose_run(project, env, *production, "down", "-t", "5")  # containers go, the volume stays
-        _compose_run(project, env, *production, "up", "-d", "--no-build")
+        compose(*production, "down", "-t", "5")  # containers go, the volume stays
+        compose(*production, "up", "-d", "--no-build")
         _until(ready, "the stack did not answer ready after down and up")
         names = [item["name"] for item in httpx.get(url + "/items", timeout=5).json()["items"]]
         assert "kept across down and up" in names
-        _compose_run(project, env, *production, "down", "-t", "5")
+        compose(*production, "down", "-t", "5")
 
-        _compose_run(project, env, *development, "up", "-d", "--no-build")
+        compose(*development, "up", "-d", "--no-build")
         _until(ready, "the development stack did not answer ready")
         assert httpx.get(url + "/openapi.json", timeout=5).json()["info"]["title"] == "Stack Check"
         main_py = project / "src" / answers["package_name"] / "main.py"

