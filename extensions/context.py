@@ -30,7 +30,9 @@ STARTUP_TIMEOUT = 120
 UV_VERSION = "0.13.9"
 # Numeric UID and GID of the image's non-root user (files stay owned by root).
 APP_UID = 10001
-REDIS_IMAGE = "redis:7.4-alpine"
+# Redis major.minor line of the compose stack and every platform that provisions Redis.
+REDIS_VERSION = "7.4"
+REDIS_IMAGE = f"redis:{REDIS_VERSION}-alpine"
 
 
 def _next_minor(version: str) -> str:
@@ -44,6 +46,7 @@ DATABASES: dict[str, dict[str, Any]] = {
         "driver": "asyncpg",
         "requirements": ["asyncpg>=0.30"],
         "port": 5432,
+        "version": "17",  # the server line; managed databases ask for the same major version
         "image": "postgres:17-alpine",
         "label": "PostgreSQL",
     },
@@ -52,6 +55,7 @@ DATABASES: dict[str, dict[str, Any]] = {
         "driver": "aiomysql",
         "requirements": ["aiomysql>=0.2", "cryptography>=43"],  # MySQL 8 auth
         "port": 3306,
+        "version": "11.4",
         "image": "mariadb:11.4",
         "label": "MySQL/MariaDB",
     },
@@ -60,10 +64,19 @@ DATABASES: dict[str, dict[str, Any]] = {
         "driver": "aiosqlite",
         "requirements": ["aiosqlite>=0.20"],
         "port": None,
+        "version": None,
         "image": None,
         "label": "SQLite",
     },
-    "none": {"scheme": "", "driver": "", "requirements": [], "port": None, "image": None, "label": "none"},
+    "none": {
+        "scheme": "",
+        "driver": "",
+        "requirements": [],
+        "port": None,
+        "version": None,
+        "image": None,
+        "label": "none",
+    },
 }
 
 # The folder under deploy/ that holds each platform's files and its deploy.sh.
@@ -121,6 +134,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "db_driver": db["driver"],
         "db_requirements": db["requirements"],
         "db_port": db["port"],
+        "db_version": db["version"],
         "db_image": db["image"],
         "db_label": db["label"],
         "db_is_server": database in ("postgresql", "mysql"),
@@ -183,6 +197,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # runAsUser/user read the same value.
         "app_uid": APP_UID,
         # Redis of the compose stack (and any platform that runs its own).
+        "redis_version": REDIS_VERSION,
         "redis_image": REDIS_IMAGE,
         "image_name": answers.get("project_slug") or "app",
         "platform_next_steps": PLATFORM_NEXT_STEPS,
