@@ -1,0 +1,244 @@
+"""Railway Infrastructure as Code: `.railway/railway.ts` against the official `railway/iac` SDK.
+
+Every Railway answer set of the render matrix (tests/combinations.py, plus the cases below) is
+type-checked with `tsc --strict --noEmit` (one run for all files) and evaluated with Node for the
+staging and production contexts; each evaluated definition must say what derive() says. A mutated
+file shows tsc refusing misspelled and excess properties. The SDK and TypeScript are installed
+from the npm registry by tests/railway_iac.py into build/railway-sdk (cached).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from combinations import pairwise, to_answers
+from conftest import need, render_template
+from deploy_checks import answers as answers_of
+from deploy_checks import derived
+from railway_iac import ENVIRONMENTS, SdkUnavailable, evaluate, resource, sdk, typecheck
+
+TS_PATH = ".railway/railway.ts"
+# Beyond the pairwise rows: every engine with Redis and each worker, SQLite, no database, a domain.
+EXTRA: list[dict[str, Any]] = [
+    {"platforms": ["railway"]},  # the defaults, the project the docs show
+    {"platforms": ["railway"], "database": "mysql", "redis": True, "worker": "celery", "sentry": True},
+    {"platforms": ["railway"], "database": "postgresql", "redis": True, "worker": "arq", "domain": "api.example.com"},
+    {"platforms": ["railway"], "database": "sqlite", "cors_origins": "https://app.example.com"},
+    {"platforms": ["railway", "vm"], "database": "none", "server": "gunicorn"},
+]
+ANSWER_SETS = [a for a in (to_answers(row) for row in pairwise()) if "railway" in a["platforms"]] + EXTRA
+
+
+@pytest.fixture(scope="module")
+def railway_sdk() -> Path:
+    try:
+        return sdk()
+    except SdkUnavailable as exc:
+        need(False, f"the railway npm SDK is needed: {exc}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def rendered(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One project per Railway answer set, rendered once for this module (tasks skipped)."""
+    root = tmp_path_factory.mktemp("railway")
+    return {
+        f"set{i}": render_template(template_src, root / f"set{i}" / "my-service", **answers)
+        for i, answers in enumerate(ANSWER_SETS)
+    }
+
+
+@pytest.fixture(scope="module")
+def definitions(
+    railway_sdk: Path, rendered: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """{set: {environment: evaluated definition}}, from one Node process for every file."""
+    files = {name: (project / TS_PATH).read_text() for name, project in rendered.items()}
+    return evaluate(files, tmp_path_factory.mktemp("railway-eval"))
+
+
+def compiler_options(project: Path) -> dict[str, Any]:
+    return json.loads((project / ".railway" / "tsconfig.json").read_text())["compilerOptions"]
+
+
+def test_every_railway_answer_set_type_checks(railway_sdk: Path, rendered: dict[str, Path], tmp_path: Path) -> None:
+    options = {json.dumps(compiler_options(p), sort_keys=True) for p in rendered.values()}
+    assert len(options) == 1, "every project ships the same tsconfig.json"
+    files = {name: (project / TS_PATH).read_text() for name, project in rendered.items()}
+    errors = typecheck(files, tmp_path, json.loads(options.pop()))
+    assert not {name: e for name, e in errors.items() if e}, errors
+
+
+MUTATIONS = {
+    # (what is changed, the text replaced, its replacement, the error code tsc must print)
+    "misspelled service property": ("healthcheckTimeout:", "healthcheckTimout:", "TS2561"),
+    "misspelled deploy property": ("drainingSeconds:", "drainSeconds:", "TS2561"),
+    "excess deploy property": ("restartPolicyMaxRetries: 10,", "restartPolicyMaxRetries: 10, gracePeriod: 5,", "TS2353"),
+    "wrong enum value": ('restartPolicyType: "ON_FAILURE"', 'restartPolicyType: "ON_ERROR"', "TS2322"),
+    "wrong value type": ("healthcheckTimeout: ", "healthcheckTimeout: (s: number) => ", "TS2322"),
+}
+
+
+def test_tsc_refuses_misspelled_and_excess_properties(
+    railway_sdk: Path, rendered: dict[str, Path], tmp_path: Path
+) -> None:
+    project = rendered[f"set{len(ANSWER_SETS) - len(EXTRA)}"]  # the defaults
+    source = (project / TS_PATH).read_text()
+    files = {"original": source}
+    for name, (old, new, _) in MUTATIONS.items():
+        assert source.count(old) == 1, f"{name}: {old!r} is not in the file once"
+        files[name.replace(" ", "_")] = source.replace(old, new)
+    errors = typecheck(files, tmp_path, compiler_options(project))
+    print("\n".join(line for lines in errors.values() for line in lines))  # the evidence, with -s
+    assert errors["original"] == []
+    for name, (_, _, code) in MUTATIONS.items():
+        found = errors[name.replace(" ", "_")]
+        assert found and all(code in line for line in found), f"{name}: tsc said {found}, wanted {code}"
+
+
+def _variables(service: dict[str, Any]) -> dict[str, Any]:
+    return service.get("variables", {})
+
+
+def definition_problems(definition: dict[str, Any], values: dict[str, Any], answers: dict[str, Any], env: str) -> list[str]:
+    """What the evaluated definition for env says differently from derive() (empty when it agrees)."""
+    problems: list[str] = []
+
+    def expect(what: str, got: Any, want: Any) -> None:
+        if got != want:
+            problems.append(f"{env}: {what} is {got!r}, derive() says {want!r}")
+
+    slug = answers["project_slug"]
+    sqlite = answers.get("database") == "sqlite"
+    db, redis = values["railway_database"], values["railway_redis"]
+    expect("project name", definition["name"], slug)
+    expect("environments", definition["environments"], list(ENVIRONMENTS))
+    addresses = {f"service.{slug}"}
+    addresses |= {f"service.{slug}-worker"} if values["has_worker"] else set()
+    addresses |= {f"database.{db['name']}"} if db else set()
+    addresses |= {f"database.{redis['name']}"} if redis else set()
+    addresses |= {f"volume.{slug}-data"} if sqlite else set()
+    expect("resources", {r["address"] for r in definition["resources"]}, addresses)
+    if problems:
+        return problems
+
+    web = resource(definition, f"service.{slug}")
+    deploy, variables = web["deploy"], _variables(web)
+    expect("web build", web["build"], {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"})
+    expect("health check path", deploy["healthcheckPath"], values["health_ready_path"])
+    expect("health check timeout", deploy["healthcheckTimeout"], values["startup_timeout"])
+    expect("replicas", deploy["numReplicas"], 1 if sqlite else values["environments"][env]["replicas"])
+    expect("restart policy", (deploy["restartPolicyType"], deploy["restartPolicyMaxRetries"]), ("ON_FAILURE", 10))
+    expect("drainingSeconds (SIGTERM to SIGKILL)", deploy["drainingSeconds"], values["kill_timeout"])
+    expect("overlapSeconds", deploy["overlapSeconds"], 0 if sqlite else values["overlap_seconds"])
+    if not deploy["overlapSeconds"] + values["graceful_timeout"] <= deploy["drainingSeconds"]:
+        problems.append(f"{env}: overlap + graceful timeout exceed the draining (kill) timeout")
+    if not values["graceful_timeout"] < deploy["drainingSeconds"]:
+        problems.append(f"{env}: the server's graceful timeout does not fit in drainingSeconds")
+    expect("PORT", variables.get("PORT"), {"type": "literal", "value": str(values["app_port"])})
+    domain = values["environments"][env]["domain"]
+    custom = web.get("networking", {}).get("customDomains", {})
+    expect("custom domains", custom, {domain: {"port": values["app_port"]}} if domain else {})
+    if sqlite:
+        expect("pre-deploy command", deploy.get("preDeployCommand"), None)
+        argv = shlex.split(deploy["startCommand"])
+        migrate, _, serve = argv[2].partition(" && exec ")
+        expect("start command shell", argv[:2], ["/bin/sh", "-c"])
+        expect("migration in the start command", migrate, values["migration_command"])
+        expect("server in the start command", shlex.split(serve), values["serve_argv"])
+        attachment = web["volumeAttachments"][f"{slug}-data"]
+        expect("volume mount", attachment["mountPath"], values["sqlite_volume_path"])
+        expect("requiredMountPath", deploy["requiredMountPath"], values["sqlite_volume_path"])
+        expect("RAILWAY_RUN_UID", variables.get("RAILWAY_RUN_UID"), {"type": "literal", "value": "0"})
+    else:
+        expect("start command (the image's CMD)", deploy.get("startCommand"), None)
+        want = [values["migration_command"]] if values["has_db"] else None
+        expect("pre-deploy command", deploy.get("preDeployCommand"), want)
+
+    expect("ENVIRONMENT", variables.get("ENVIRONMENT"), {"type": "literal", "value": env})
+    expect("FORWARDED_ALLOW_IPS", variables.get("FORWARDED_ALLOW_IPS"), {"type": "literal", "value": "*"})
+    expect("SECRET_KEY", variables.get("SECRET_KEY"), {"type": "preserve"})
+    references = {}
+    if db:
+        references["DATABASE_URL"] = {"type": "reference", "resource": f"database.{db['name']}", "output": db["output"]}
+    if redis:
+        references["REDIS_URL"] = {"type": "reference", "resource": f"database.{redis['name']}", "output": "REDIS_URL"}
+    for name, want in references.items():
+        expect(f"web {name}", variables.get(name), want)
+    if sqlite:
+        expect("DATABASE_URL (the image's default on the volume)", variables.get("DATABASE_URL"), None)
+    if answers.get("sentry"):
+        expect("SENTRY_DSN", variables.get("SENTRY_DSN"), {"type": "preserve"})
+    cors = answers.get("cors_origins")
+    expect("CORS_ORIGINS", variables.get("CORS_ORIGINS"), {"type": "literal", "value": cors} if cors else {"type": "preserve"})
+
+    for node in definition["resources"]:
+        if node["type"] == "database":
+            engine = {"Postgres": "postgres", "MySQL": "mysql", "Redis": "redis"}[node["name"]]
+            expect(f"{node['name']} engine", node["engine"], engine)
+            spec = redis if engine == "redis" else db
+            expect(f"{node['name']} image", node["image"], spec["image"])
+            version = values["redis_version"] if engine == "redis" else values["db_version"]
+            if not node["image"].endswith(f":{version}"):
+                problems.append(f"{env}: {node['name']} runs {node['image']}, not the {version} line compose runs")
+        # No secret is ever a literal: a preserved value or a reference to one.
+        for name, value in _variables(node).items():
+            if name in values["secret_env_names"] and value["type"] not in ("preserve", "reference"):
+                problems.append(f"{env}: {node['address']} {name} is a {value['type']} value, not a reference")
+
+    if values["has_worker"]:
+        worker = resource(definition, f"service.{slug}-worker")
+        wdeploy, wvars = worker["deploy"], _variables(worker)
+        expect("worker build", worker["build"], web["build"])
+        expect("worker command", wdeploy["startCommand"], values["worker_command"])
+        expect("worker replicas", wdeploy["numReplicas"], 1)
+        expect("worker draining", wdeploy["drainingSeconds"], values["kill_timeout"])
+        expect("worker health check", wdeploy.get("healthcheckPath"), None)
+        expect("worker pre-deploy", wdeploy.get("preDeployCommand"), None)
+        expect("worker ENVIRONMENT", wvars.get("ENVIRONMENT"), {"type": "literal", "value": env})
+        web_ref = {"type": "reference", "resource": f"service.{slug}", "output": "SECRET_KEY"}
+        expect("worker SECRET_KEY (the web's)", wvars.get("SECRET_KEY"), web_ref)
+        for name, want in references.items():
+            expect(f"worker {name}", wvars.get(name), want)
+    return problems
+
+
+def test_every_evaluated_definition_says_what_derive_says(
+    rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]
+) -> None:
+    problems = []
+    for name, project in rendered.items():
+        answers, values = answers_of(project), derived(project)
+        for env in ENVIRONMENTS:
+            problems += [f"{name} {answers}: {p}" for p in definition_problems(definitions[name][env], values, answers, env)]
+    assert not problems, "\n".join(problems)
+
+
+def test_an_environment_the_file_does_not_describe_is_refused(definitions: dict[str, dict[str, Any]]) -> None:
+    for by_env in definitions.values():
+        message = by_env["development"].get("error", "")
+        assert '"development"' in message and "staging, production" in message, by_env["development"]
+
+
+def test_the_comparison_catches_a_drifted_value(rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]) -> None:
+    """Change one evaluated value: the comparison reports it (it is no always-true check)."""
+    name = f"set{len(ANSWER_SETS) - len(EXTRA)}"
+    project = rendered[name]
+    drifted = json.loads(json.dumps(definitions[name]["production"]))
+    resource(drifted, f"service.{answers_of(project)['project_slug']}")["deploy"]["numReplicas"] = 7
+    problems = definition_problems(drifted, derived(project), answers_of(project), "production")
+    assert any("replicas is 7" in p for p in problems), problems
+
+
+def test_no_rendered_project_contains_railway_json(rendered: dict[str, Path]) -> None:
+    for project in rendered.values():
+        assert not list(project.rglob("railway.json")), project
+        text = (project / TS_PATH).read_text()
+        assert "_your_" not in text and "password" not in text.lower()
+        for platform_file in project.rglob("*"):
+            if platform_file.is_file() and platform_file.suffix in (".md", ".sh", ".yml", ".yaml", ".ts"):
+                assert "railway.json" not in platform_file.read_text() or platform_file.name == "railway.md", platform_file
