@@ -109,7 +109,9 @@ def sdk() -> Path:
             timeout=600,
         )
         if result.returncode != 0:
-            raise SdkUnavailable(f"npm install {' '.join(f'{n}@{v}' for n, v in wanted.items())} failed: {result.stderr[-800:]}")
+            raise SdkUnavailable(
+                f"npm install {' '.join(f'{n}@{v}' for n, v in wanted.items())} failed: {result.stderr[-800:]}"
+            )
         for name, version in wanted.items():
             installed = json.loads((folder / "node_modules" / name / "package.json").read_text())["version"]
             assert installed == version, f"{name}: npm installed {installed}, the pin is {version}"

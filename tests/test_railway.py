@@ -77,7 +77,11 @@ MUTATIONS = {
     # (what is changed, the text replaced, its replacement, the error code tsc must print)
     "misspelled service property": ("healthcheckTimeout:", "healthcheckTimout:", "TS2561"),
     "misspelled deploy property": ("drainingSeconds:", "drainSeconds:", "TS2561"),
-    "excess deploy property": ("restartPolicyMaxRetries: 10,", "restartPolicyMaxRetries: 10, gracePeriod: 5,", "TS2353"),
+    "excess deploy property": (
+        "restartPolicyMaxRetries: 10,",
+        "restartPolicyMaxRetries: 10, gracePeriod: 5,",
+        "TS2353",
+    ),
     "wrong enum value": ('restartPolicyType: "ON_FAILURE"', 'restartPolicyType: "ON_ERROR"', "TS2322"),
     "wrong value type": ("healthcheckTimeout: ", "healthcheckTimeout: (s: number) => ", "TS2322"),
 }
@@ -104,7 +108,9 @@ def _variables(service: dict[str, Any]) -> dict[str, Any]:
     return service.get("variables", {})
 
 
-def definition_problems(definition: dict[str, Any], values: dict[str, Any], answers: dict[str, Any], env: str) -> list[str]:
+def definition_problems(
+    definition: dict[str, Any], values: dict[str, Any], answers: dict[str, Any], env: str
+) -> list[str]:
     """What the evaluated definition for env says differently from derive() (empty when it agrees)."""
     problems: list[str] = []
 
@@ -174,7 +180,11 @@ def definition_problems(definition: dict[str, Any], values: dict[str, Any], answ
     if answers.get("sentry"):
         expect("SENTRY_DSN", variables.get("SENTRY_DSN"), {"type": "preserve"})
     cors = answers.get("cors_origins")
-    expect("CORS_ORIGINS", variables.get("CORS_ORIGINS"), {"type": "literal", "value": cors} if cors else {"type": "preserve"})
+    expect(
+        "CORS_ORIGINS",
+        variables.get("CORS_ORIGINS"),
+        {"type": "literal", "value": cors} if cors else {"type": "preserve"},
+    )
 
     for node in definition["resources"]:
         if node["type"] == "database":
@@ -214,7 +224,9 @@ def test_every_evaluated_definition_says_what_derive_says(
     for name, project in rendered.items():
         answers, values = answers_of(project), derived(project)
         for env in ENVIRONMENTS:
-            problems += [f"{name} {answers}: {p}" for p in definition_problems(definitions[name][env], values, answers, env)]
+            problems += [
+                f"{name} {answers}: {p}" for p in definition_problems(definitions[name][env], values, answers, env)
+            ]
     assert not problems, "\n".join(problems)
 
 
@@ -224,7 +236,9 @@ def test_an_environment_the_file_does_not_describe_is_refused(definitions: dict[
         assert '"development"' in message and "staging, production" in message, by_env["development"]
 
 
-def test_the_comparison_catches_a_drifted_value(rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]) -> None:
+def test_the_comparison_catches_a_drifted_value(
+    rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]
+) -> None:
     """Change one evaluated value: the comparison reports it (it is no always-true check)."""
     name = f"set{len(ANSWER_SETS) - len(EXTRA)}"
     project = rendered[name]
@@ -241,4 +255,224 @@ def test_no_rendered_project_contains_railway_json(rendered: dict[str, Path]) ->
         assert "_your_" not in text and "password" not in text.lower()
         for platform_file in project.rglob("*"):
             if platform_file.is_file() and platform_file.suffix in (".md", ".sh", ".yml", ".yaml", ".ts"):
-                assert "railway.json" not in platform_file.read_text() or platform_file.name == "railway.md", platform_file
+                assert "railway.json" not in platform_file.read_text() or platform_file.name == "railway.md", (
+                    platform_file
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy/railway/deploy.sh against a recording Railway CLI. The real CLI cannot be installed
+# offline (its npm package downloads a binary in a postinstall script), so this one does what
+# the docs say the real one does, and fails where it would: it finds .railway/railway.ts by
+# walking up, evaluates it with the real SDK for the linked environment (so a missing SDK or an
+# unknown environment fails the plan), refuses a plan while railway.json exists, answers
+# --detailed-exit-code with 0 or 2, refuses apply without --yes, refuses destructive changes
+# without --confirm-destructive, rejects unknown flags, and `up` fails for a service the
+# applied configuration does not have.
+# ---------------------------------------------------------------------------------------------
+FAKE_RAILWAY = r"""#!PYTHON
+import json, os, subprocess, sys
+from pathlib import Path
+
+state_file = Path(os.environ["FAKE_STATE"])
+state = json.loads(state_file.read_text())
+args = sys.argv[1:]
+state["calls"].append(args)
+
+def done(code, message=""):
+    state_file.write_text(json.dumps(state))
+    if message:
+        print(message, file=sys.stderr if code else sys.stdout)
+    sys.exit(code)
+
+FLAGS = {
+    ("config", "plan"): {"--detailed-exit-code", "--json", "--show-values", "--verbose"},
+    ("config", "apply"): {"--yes", "--confirm-destructive", "--json", "--show-values", "--verbose"},
+}
+if args == ["--version"]:
+    done(0, "railway 5.63.1")
+if args[:1] == ["environment"] and len(args) == 2:
+    if args[1] not in state["environments"]:
+        done(1, f"Environment {args[1]!r} not found")
+    state["linked"] = args[1]
+    done(0, f"Activated environment {args[1]}")
+environment = state["token_environment"] if os.environ.get("RAILWAY_TOKEN") else state.get("linked")
+
+def evaluate():
+    here = Path.cwd()
+    for folder in [here, *here.parents]:
+        if (folder / ".railway" / "railway.ts").is_file():
+            break
+    else:
+        done(1, "No .railway/railway.ts found in this directory or its parents")
+    if (folder / "railway.json").exists():
+        done(1, "Service is managed by Config as Code (railway.json): migrate it before IaC can manage it")
+    if environment is None:
+        done(1, "No linked environment: run railway link")
+    # Evaluated beside the file, so "railway/iac" resolves from .railway/node_modules as it must.
+    runner = folder / ".railway" / ".evaluate.mjs"
+    runner.write_text(Path(os.environ["FAKE_EVALUATE"]).read_text())
+    result = subprocess.run([os.environ["FAKE_NODE"], str(runner), environment,
+                             str(folder / ".railway" / "railway.ts")], capture_output=True, text=True)
+    if result.returncode != 0:
+        done(1, "Failed to evaluate .railway/railway.ts:\n" + result.stderr)
+    definition = next(iter(json.loads(result.stdout).values()))[environment]
+    if "error" in definition:
+        done(1, "Failed to evaluate .railway/railway.ts: " + definition["error"])
+    return definition
+
+if tuple(args[:2]) in FLAGS:
+    unknown = [a for a in args[2:] if a not in FLAGS[tuple(args[:2])]]
+    if unknown:
+        done(2, f"error: unexpected argument '{unknown[0]}' found")
+    desired = evaluate()
+    current = state["remote"].get(environment)
+    changes = desired != current
+    if args[1] == "plan":
+        state["planned"].append(environment)
+        done(2 if changes and "--detailed-exit-code" in args else 0,
+             "Plan: changes pending" if changes else "Your Railway configuration is already up to date.")
+    if "--yes" not in args:
+        done(1, "Refusing to apply without confirmation in a non-interactive session: pass --yes")
+    if state.get("destructive") and "--confirm-destructive" not in args:
+        done(1, "The plan deletes resources: pass --confirm-destructive to apply it non-interactively")
+    state["remote"][environment] = desired
+    done(0, "Applied")
+if args[:1] == ["up"]:
+    allowed = {"--ci", "--service", "--environment", "--detach"}
+    flags = [a for a in args[1:] if a.startswith("-")]
+    if set(flags) - allowed:
+        done(2, f"error: unexpected argument '{sorted(set(flags) - allowed)[0]}' found")
+    service, env = args[args.index("--service") + 1], args[args.index("--environment") + 1]
+    names = {r["name"] for r in (state["remote"].get(env) or {}).get("resources", []) if r["type"] == "service"}
+    if service not in names:
+        done(1, f"Service {service!r} not found in environment {env!r}")
+    if state.get("build_fails"):
+        done(1, "Build failed")
+    state["deployed"].append([service, env])
+    done(0, "Deploy complete")
+done(2, f"error: unrecognized subcommand {args!r}")
+"""
+
+
+@pytest.fixture
+def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
+    """deploy_run(project, args, **state) -> (result, state): deploy.sh with the recording CLI."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from railway_iac import EVALUATE_JS, node
+
+    def _run(
+        project: Path, args: list[str], *, sdk_installed: bool = True, files: dict[str, str] | None = None, **state: Any
+    ) -> Any:
+        work = tmp_path / "work" / project.name
+        if not work.exists():
+            shutil.copytree(project, work, symlinks=True)
+            if sdk_installed:
+                (work / ".railway" / "node_modules").symlink_to(railway_sdk / "node_modules", target_is_directory=True)
+        for name, text in (files or {}).items():
+            (work / name).write_text(text)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "railway").write_text(FAKE_RAILWAY.replace("PYTHON", sys.executable, 1))
+        (bin_dir / "railway").chmod(0o755)
+        # npm cannot reach a registry in this test: the recording npm fails as an offline one would.
+        (bin_dir / "npm").write_text(
+            '#!/bin/sh\necho "npm $*" >>"$FAKE_STATE.npm"\necho \'npm error network\' >&2\nexit 1\n'
+        )
+        (bin_dir / "npm").chmod(0o755)
+        (bin_dir / "node").symlink_to(node()) if not (bin_dir / "node").exists() else None
+        evaluate_js = tmp_path / "evaluate.mjs"
+        evaluate_js.write_text(EVALUATE_JS)
+        extra_env = state.pop("env", {})
+        state_file = tmp_path / "state.json"
+        defaults = {"environments": list(ENVIRONMENTS), "remote": {}, "planned": [], "deployed": [], "calls": []}
+        state_file.write_text(json.dumps({**defaults, **state}))
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_STATE": str(state_file),
+            "FAKE_NODE": str(node()),
+            "FAKE_EVALUATE": str(evaluate_js),
+        }
+        env.pop("RAILWAY_TOKEN", None)
+        env.update(extra_env)
+        result = subprocess.run(
+            [str(work / args[0]), *args[1:]], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        )
+        return result, json.loads(state_file.read_text())
+
+    return _run
+
+
+def _project_with(rendered: dict[str, Path], **want: Any) -> Path:
+    for name, answers in zip(rendered, ANSWER_SETS, strict=True):
+        if all(answers.get(k) == v for k, v in want.items()):
+            return rendered[name]
+    raise AssertionError(f"no Railway answer set has {want}")
+
+
+def test_deploy_plans_applies_then_deploys_web_and_worker(
+    rendered: dict[str, Path], definitions: dict[str, dict[str, Any]], deploy_run: Any
+) -> None:
+    project = _project_with(rendered, worker="celery", database="mysql")
+    name = next(n for n, p in rendered.items() if p == project)
+    result, state = deploy_run(project, ["scripts/deploy.sh", "railway", "staging"])
+    assert result.returncode == 0, result.stderr
+    calls = [c for c in state["calls"] if c != ["--version"]]
+    assert calls == [
+        ["environment", "staging"],
+        ["config", "plan", "--detailed-exit-code"],
+        ["config", "apply", "--yes"],
+        ["up", "--ci", "--service", "my-service", "--environment", "staging"],
+        ["up", "--ci", "--service", "my-service-worker", "--environment", "staging"],
+    ]
+    assert state["remote"]["staging"] == definitions[name]["staging"], "apply sent the evaluated staging definition"
+    # A second deploy finds nothing to change: plan exits 0 and apply is skipped.
+    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], remote=state["remote"])
+    assert result.returncode == 0, result.stderr
+    assert ["config", "apply", "--yes"] not in state["calls"] and "nothing to apply" in result.stdout
+
+
+def test_deploy_with_a_project_token_uses_its_environment(rendered: dict[str, Path], deploy_run: Any) -> None:
+    project = _project_with(rendered, platforms=["railway"], database="sqlite")
+    result, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "production"], token_environment="production", env={"RAILWAY_TOKEN": "t"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert ["environment", "production"] not in state["calls"] and state["planned"] == ["production"]
+    assert state["deployed"] == [["my-service", "production"]]
+
+
+@pytest.mark.parametrize(
+    ("case", "step"),
+    [
+        ("sdk missing and npm offline", "sdk"),
+        ("environment not on Railway", "link"),
+        ("railway.json still there", "plan"),
+        ("destructive change", "apply"),
+        ("build fails", "deploy"),
+    ],
+)
+def test_a_failed_step_stops_the_deploy_and_is_named(
+    case: str, step: str, rendered: dict[str, Path], deploy_run: Any
+) -> None:
+    project = _project_with(rendered, platforms=["railway"])
+    state: dict[str, Any] = {
+        "sdk missing and npm offline": {"sdk_installed": False},
+        "environment not on Railway": {"environments": ["production"]},
+        "railway.json still there": {"files": {"railway.json": '{"deploy": {"numReplicas": 3}}'}},
+        "destructive change": {"destructive": True},
+        "build fails": {"build_fails": True},
+    }[case]
+    result, recorded = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], **state)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"stopped at step '{step}'" in result.stderr, result.stderr
+    order = ["sdk", "link", "plan", "apply", "deploy"]
+    later = {"link": ["environment"], "plan": ["config", "plan"], "apply": ["config", "apply"], "deploy": ["up"]}
+    for after in order[order.index(step) + 1 :]:
+        ran = [c for c in recorded["calls"] if c[: len(later[after])] == later[after]]
+        assert not ran, f"{after} ran after {step} failed"
