@@ -476,3 +476,12 @@ def test_a_failed_step_stops_the_deploy_and_is_named(
     for after in order[order.index(step) + 1 :]:
         ran = [c for c in recorded["calls"] if c[: len(later[after])] == later[after]]
         assert not ran, f"{after} ran after {step} failed"
+
+
+def test_sqlite_file_is_on_the_volume(rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]) -> None:
+    """The image's DATABASE_URL puts the SQLite file under the path the volume is mounted at."""
+    project = _project_with(rendered, database="sqlite")
+    name = next(n for n, p in rendered.items() if p == project)
+    web = resource(definitions[name]["production"], f"service.{answers_of(project)['project_slug']}")
+    (mount,) = [a["mountPath"] for a in web["volumeAttachments"].values()]
+    assert f"ENV DATABASE_URL=sqlite:///{mount}/" in (project / "Dockerfile").read_text()
