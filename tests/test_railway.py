@@ -485,3 +485,38 @@ def test_sqlite_file_is_on_the_volume(rendered: dict[str, Path], definitions: di
     web = resource(definitions[name]["production"], f"service.{answers_of(project)['project_slug']}")
     (mount,) = [a["mountPath"] for a in web["volumeAttachments"].values()]
     assert f"ENV DATABASE_URL=sqlite:///{mount}/" in (project / "Dockerfile").read_text()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_ci_deploy_jobs_install_a_cli_the_sdk_accepts(railway_sdk: Path, rendered: dict[str, Path]) -> None:
+    """GitHub and GitLab install the pinned CLI, no older than the SDK's own minimum, then run deploy.sh."""
+    import re
+
+    import yaml
+
+    sdk_js = (railway_sdk / "node_modules" / "railway" / "dist" / "index.js").read_text()
+    minimum = re.search(r'MINIMUM_IAC_CLI_VERSION = "([0-9.]+)"', sdk_js)
+    assert minimum, "the SDK no longer names its minimum CLI version"
+    checked = set()
+    for project in rendered.values():
+        ci, pinned = answers_of(project).get("ci", "github"), derived(project)["railway_cli_version"]
+        assert _version(pinned) >= _version(minimum[1])
+        if ci == "github":
+            steps = yaml.safe_load((project / ".github/workflows/deploy-railway.yml").read_text())["jobs"]["deploy"][
+                "steps"
+            ]
+            node = next(s for s in steps if s.get("uses", "").startswith("actions/setup-node@"))
+            assert int(node["with"]["node-version"]) >= 22
+            runs = [s["run"] for s in steps if "run" in s]
+        elif ci == "gitlab":
+            jobs = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
+            runs = jobs[".deploy-railway"]["script"]
+        else:
+            continue
+        assert f"npm install --global @railway/cli@{pinned}" in "\n".join(runs)
+        assert runs[-1].startswith("scripts/deploy.sh railway "), runs
+        checked.add(ci)
+    assert checked == {"github", "gitlab"}
