@@ -31,6 +31,8 @@ EXTRA: list[dict[str, Any]] = [
     {"platforms": ["railway", "vm"], "database": "none", "server": "gunicorn"},
 ]
 ANSWER_SETS = [a for a in (to_answers(row) for row in pairwise()) if "railway" in a["platforms"]] + EXTRA
+# One worker runs this module, so the projects are rendered and evaluated once.
+pytestmark = pytest.mark.xdist_group("railway")
 
 
 @pytest.fixture(scope="module")
