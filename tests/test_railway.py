@@ -149,8 +149,9 @@ def definition_problems(
         problems.append(f"{env}: the server's graceful timeout does not fit in drainingSeconds")
     expect("PORT", variables.get("PORT"), {"type": "literal", "value": str(values["app_port"])})
     domain = values["environments"][env]["domain"]
-    custom = web.get("networking", {}).get("customDomains", {})
-    expect("custom domains", custom, {domain: {"port": values["app_port"]}} if domain else {})
+    # No domain answer, no networking at all: an empty map would claim the dashboard's domains.
+    custom = web["networking"]["customDomains"] if "networking" in web else None
+    expect("custom domains", custom, {domain: {"port": values["app_port"]}} if domain else None)
     if sqlite:
         expect("pre-deploy command", deploy.get("preDeployCommand"), None)
         argv = shlex.split(deploy["startCommand"])
