@@ -341,6 +341,14 @@ if tuple(args[:2]) in FLAGS:
         done(1, "The plan deletes resources: pass --confirm-destructive to apply it non-interactively")
     state["remote"][environment] = desired
     done(0, "Applied")
+if args[:2] == ["variable", "list"]:
+    if set(a for a in args[2:] if a.startswith("-")) - {"--service", "--environment", "--kv", "--json"}:
+        done(2, "error: unexpected argument")
+    service, env = args[args.index("--service") + 1], args[args.index("--environment") + 1]
+    names = {r["name"] for r in (state["remote"].get(env) or {}).get("resources", []) if r["type"] == "service"}
+    if service not in names:
+        done(1, f"Service {service!r} not found in environment {env!r}")
+    done(0, "\n".join(f"{k}={v}" for k, v in state["variables"].get(env, {}).items()))
 if args[:1] == ["up"]:
     allowed = {"--ci", "--service", "--environment", "--detach"}
     flags = [a for a in args[1:] if a.startswith("-")]
@@ -392,7 +400,15 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
         evaluate_js.write_text(EVALUATE_JS)
         extra_env = state.pop("env", {})
         state_file = tmp_path / "state.json"
-        defaults = {"environments": list(ENVIRONMENTS), "remote": {}, "planned": [], "deployed": [], "calls": []}
+        secret = {"SECRET_KEY": "k" * 48}  # pragma: allowlist secret  (a stand-in, never a real key)
+        defaults = {
+            "environments": list(ENVIRONMENTS),
+            "remote": {},
+            "planned": [],
+            "deployed": [],
+            "calls": [],
+            "variables": {env: dict(secret) for env in ENVIRONMENTS},
+        }
         state_file.write_text(json.dumps({**defaults, **state}))
         env = {
             **os.environ,
@@ -430,10 +446,12 @@ def test_deploy_plans_applies_then_deploys_web_and_worker(
         ["environment", "staging"],
         ["config", "plan", "--detailed-exit-code"],
         ["config", "apply", "--yes"],
+        ["variable", "list", "--service", "my-service", "--environment", "staging", "--kv"],
         ["up", "--ci", "--service", "my-service", "--environment", "staging"],
         ["up", "--ci", "--service", "my-service-worker", "--environment", "staging"],
     ]
     assert state["remote"]["staging"] == definitions[name]["staging"], "apply sent the evaluated staging definition"
+    assert "k" * 48 not in result.stdout + result.stderr, "the secret check printed the secret"
     # A second deploy finds nothing to change: plan exits 0 and apply is skipped.
     result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], remote=state["remote"])
     assert result.returncode == 0, result.stderr
@@ -457,6 +475,7 @@ def test_deploy_with_a_project_token_uses_its_environment(rendered: dict[str, Pa
         ("environment not on Railway", "link"),
         ("railway.json still there", "plan"),
         ("destructive change", "apply"),
+        ("no SECRET_KEY yet", "secrets"),
         ("build fails", "deploy"),
     ],
 )
@@ -469,13 +488,22 @@ def test_a_failed_step_stops_the_deploy_and_is_named(
         "environment not on Railway": {"environments": ["production"]},
         "railway.json still there": {"files": {"railway.json": '{"deploy": {"numReplicas": 3}}'}},
         "destructive change": {"destructive": True},
+        "no SECRET_KEY yet": {"variables": {"staging": {"PORT": "8000"}}},
         "build fails": {"build_fails": True},
     }[case]
     result, recorded = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], **state)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert f"stopped at step '{step}'" in result.stderr, result.stderr
-    order = ["sdk", "link", "plan", "apply", "deploy"]
-    later = {"link": ["environment"], "plan": ["config", "plan"], "apply": ["config", "apply"], "deploy": ["up"]}
+    if step == "secrets":
+        assert "railway variable set SECRET_KEY --stdin --service my-service --environment staging" in result.stderr
+    order = ["sdk", "link", "plan", "apply", "secrets", "deploy"]
+    later = {
+        "link": ["environment"],
+        "plan": ["config", "plan"],
+        "apply": ["config", "apply"],
+        "secrets": ["variable", "list"],
+        "deploy": ["up"],
+    }
     for after in order[order.index(step) + 1 :]:
         ran = [c for c in recorded["calls"] if c[: len(later[after])] == later[after]]
         assert not ran, f"{after} ran after {step} failed"
