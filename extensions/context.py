@@ -22,6 +22,15 @@ KILL_TIMEOUT = 30
 # Seconds a stopping instance keeps serving before the server gets SIGTERM (Kubernetes preStop
 # sleep), while load balancers take it out of rotation. DRAIN + GRACEFUL stays below KILL.
 DRAIN_SECONDS = 5
+# Seconds an old Railway deployment keeps serving after the new one is live (overlapSeconds),
+# while Railway's edge moves connections over; then SIGTERM, and drainingSeconds (the kill
+# timeout) until SIGKILL. OVERLAP + GRACEFUL stays within KILL, like DRAIN_SECONDS elsewhere.
+OVERLAP_SECONDS = 10
+# The `railway` npm package whose `railway/iac` DSL .railway/railway.ts is written in, the
+# TypeScript and Node types it is checked with, and the Railway CLI (>= the SDK's minimum,
+# 5.42.1) that evaluates it in CI.
+RAILWAY_NPM = {"railway": "3.11.0", "typescript": "7.0.2", "@types/node": "26.6.11"}
+RAILWAY_CLI_VERSION = "5.63.1"
 # Average CPU use at which autoscaling adds replicas, on every platform that autoscales.
 AUTOSCALE_CPU_PERCENT = 70
 # Seconds a new instance may take to become ready before a deploy counts as failed.
@@ -89,12 +98,36 @@ PLATFORM_DIRS = {
 }
 
 PLATFORM_NEXT_STEPS = {
-    "railway": "Railway: see docs/deploy/railway.md, then `scripts/deploy.sh railway staging` (railway up).",
+    "railway": "Railway: `scripts/deploy.sh railway staging` plans and applies .railway/railway.ts, then deploys"
+    " (docs/deploy/railway.md).",
     "digitalocean": "DigitalOcean: `scripts/deploy.sh digitalocean staging` with doctl (docs/deploy/digitalocean.md).",
     "aws_ecs": "AWS ECS: create the stack, then `scripts/deploy.sh aws_ecs staging` (docs/deploy/aws.md).",
     "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
     "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
 }
+
+
+def _railway_database(database: str, version: str | None, image: str | None) -> dict[str, str] | None:
+    """The Railway database resource of the engine: its name, image, URL variable and data path."""
+    if database == "postgresql":
+        # Railway's own PostgreSQL image (the official one plus SSL), one tag per major line.
+        return {
+            "name": "Postgres",
+            "engine": "postgres",
+            "image": f"ghcr.io/railwayapp-templates/postgres-ssl:{version}",
+            "output": "DATABASE_URL",
+            "mount": "/var/lib/postgresql/data",
+        }
+    if database == "mysql":
+        # The compose stack's MariaDB image; it reads the MYSQL_* variables Railway sets.
+        return {
+            "name": "MySQL",
+            "engine": "mysql",
+            "image": str(image),
+            "output": "MYSQL_URL",
+            "mount": "/var/lib/mysql",
+        }
+    return None
 
 
 def placeholder(package_name: str, env: str, what: str = "key") -> str:
@@ -118,6 +151,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "arq": ["arq", f"{package_name}.worker.WorkerSettings"],
         "celery": ["celery", "-A", f"{package_name}.worker:celery_app", "worker", "--loglevel", "INFO"],
     }.get(worker, [])
+    serve_argv = ["python", "-m", f"{package_name}.serve"]
     return {
         "app_module": f"{package_name}.main:create_app",  # an app factory
         "app_port": APP_PORT,
@@ -128,6 +162,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "kill_timeout": KILL_TIMEOUT,
         "drain_seconds": DRAIN_SECONDS,
+        "overlap_seconds": OVERLAP_SECONDS,
         "web_concurrency": 2 if server == "gunicorn" else 1,
         "has_db": has_db,
         "db_scheme": db["scheme"],
@@ -141,7 +176,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "migration_argv": migration_argv,
         "migration_command": " ".join(migration_argv),
         # The container's processes: the web server, its health check, the worker.
-        "serve_argv": ["python", "-m", f"{package_name}.serve"],
+        "serve_argv": serve_argv,
         "healthcheck_argv": ["python", "-m", f"{package_name}.healthcheck"],
         "worker_argv": worker_argv,
         "worker_command": " ".join(worker_argv),
@@ -200,6 +235,25 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "redis_version": REDIS_VERSION,
         "redis_image": REDIS_IMAGE,
         "image_name": answers.get("project_slug") or "app",
+        # Railway IaC (.railway/railway.ts): the SDK and CLI, and the managed resources of the
+        # chosen engines at the same server lines as compose.
+        "railway_npm": RAILWAY_NPM,
+        "railway_cli_version": RAILWAY_CLI_VERSION,
+        # Railway runs pre-deploy commands without volumes: SQLite migrates in the start command.
+        "railway_sqlite_start": f'/bin/sh -c "{" ".join(migration_argv)} && exec {" ".join(serve_argv)}"',
+        "railway_database": _railway_database(database, db["version"], db["image"]),
+        "railway_redis": (
+            # The official image, as Railway's own Redis template runs it.
+            {
+                "name": "Redis",
+                "engine": "redis",
+                "image": f"redis:{REDIS_VERSION}",
+                "output": "REDIS_URL",
+                "mount": "/data",
+            }
+            if answers.get("redis")
+            else None
+        ),
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "platform_dirs": PLATFORM_DIRS,
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),

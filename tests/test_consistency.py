@@ -50,7 +50,7 @@ SETS: dict[str, dict[str, Any]] = {
 }
 # Every file each platform is read from; all of them must exist when the platform is chosen.
 PLATFORM_FILES = {
-    "railway": ["railway.json"],
+    "railway": [".railway/railway.ts", ".railway/package.json", "deploy/railway/deploy.sh"],
     "digitalocean": [".do/app.yaml", ".do/deploy.template.yaml"],
     "aws_ecs": ["deploy/aws/task-definition.json", "deploy/aws/cloudformation.yaml", "deploy/aws/deploy.sh"],
     "kubernetes": ["deploy/k8s/overlays/staging", "deploy/k8s/overlays/production"],
@@ -148,18 +148,37 @@ def read_compose(project: Path, facts: Facts, env_file: Path, label: str, files:
         )
 
 
-def read_railway(project: Path, facts: Facts) -> None:
-    deploy = json.loads((project / "railway.json").read_text())["deploy"]
-    facts.add("ready_path", "railway.json healthcheckPath", deploy["healthcheckPath"])
-    facts.add("startup_timeout", "railway.json healthcheckTimeout", deploy["healthcheckTimeout"])
-    # drainingSeconds: SIGTERM to SIGKILL; overlapSeconds: old and new run side by side.
-    facts.add("kill_timeout", "railway.json drainingSeconds", deploy["drainingSeconds"])
-    command = deploy.get("preDeployCommand")
-    if command is not None:
-        joined = " ".join(command) if isinstance(command, list) else command
-        facts.add("migration_command", "railway.json preDeployCommand", joined)
-    else:
-        facts.add("migration_command", "railway.json preDeployCommand", "")
+def read_railway(project: Path, facts: Facts, scratch: Path) -> None:
+    """.railway/railway.ts as Railway's CLI sees it: evaluated with the SDK for each environment."""
+    from railway_iac import ENVIRONMENTS, SdkUnavailable, evaluate
+
+    try:
+        by_env = evaluate({"railway": (project / ".railway/railway.ts").read_text()}, scratch)["railway"]
+    except SdkUnavailable as exc:
+        need(False, f"the railway npm SDK is needed to evaluate .railway/railway.ts: {exc}")
+    slug = answers(project)["project_slug"]
+    for env in ENVIRONMENTS:
+        label = f"railway.ts ({env})"
+        services = {r["name"]: r for r in by_env[env]["resources"] if r["type"] == "service"}
+        web = services[slug]
+        deploy, variables = web["deploy"], web.get("variables", {})
+        facts.add("port", f"{label} PORT", int(variables["PORT"]["value"]))
+        facts.add("ready_path", f"{label} healthcheckPath", deploy["healthcheckPath"])
+        facts.add("startup_timeout", f"{label} healthcheckTimeout", deploy["healthcheckTimeout"])
+        # drainingSeconds: SIGTERM to SIGKILL; overlapSeconds: old and new run side by side before it.
+        facts.add("kill_timeout", f"{label} drainingSeconds", deploy["drainingSeconds"])
+        if "startCommand" in deploy:  # SQLite: migrate on the volume, then exec the server
+            _shell, _flag, script = shlex.split(deploy["startCommand"])
+            migrate, _, serve = script.partition(" && exec ")
+            facts.add("migration_command", f"{label} start command", migrate)
+            facts.add("serve_argv", f"{label} start command", shlex.split(serve))
+        else:
+            facts.add("migration_command", f"{label} preDeployCommand", " ".join(deploy.get("preDeployCommand", [])))
+        facts.add("migrates", f"{label} migrates", "preDeployCommand" in deploy or "startCommand" in deploy)
+        worker = services.get(f"{slug}-worker")
+        if worker:
+            facts.add("worker_argv", f"{label} worker start", shlex.split(worker["deploy"]["startCommand"]))
+            facts.add("kill_timeout", f"{label} worker drainingSeconds", worker["deploy"]["drainingSeconds"])
 
 
 def read_digitalocean(project: Path, facts: Facts) -> None:
@@ -285,7 +304,7 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
     read_serve_defaults(project, facts)
     read_compose(project, facts, env_file, "compose.yaml", ["compose.yaml"])
     readers = {
-        "railway": lambda: read_railway(project, facts),
+        "railway": lambda: read_railway(project, facts, tmp_path / "railway-eval"),
         "digitalocean": lambda: read_digitalocean(project, facts),
         "aws_ecs": lambda: read_aws(project, facts),
         "kubernetes": lambda: read_kubernetes(project, facts),
@@ -321,7 +340,7 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
 
     # Each platform contributed the values it declares; nothing was silently skipped.
     prefixes = {
-        "railway": "railway.json",
+        "railway": "railway.ts",
         "digitalocean": "DO ",
         "aws_ecs": ("ECS", "CloudFormation"),
         "kubernetes": "k8s",
@@ -350,10 +369,9 @@ def test_the_comparison_catches_a_drifted_value(template_src: Path, tmp_path: Pa
     project = render_template(
         template_src, tmp_path / "my-service", ci="none", platforms=["railway"], database="postgresql"
     )
-    railway = project / "railway.json"
+    railway = project / ".railway/railway.ts"
     railway.write_text(railway.read_text().replace('"/health/ready"', '"/healthz"'))
     facts = Facts()
-    read_railway(project, facts)
-    assert (
-        facts.seen["ready_path"]["railway.json healthcheckPath"] == "/healthz" != derived(project)["health_ready_path"]
-    )
+    read_railway(project, facts, tmp_path / "railway-eval")
+    read = facts.seen["ready_path"]
+    assert read["railway.ts (production) healthcheckPath"] == "/healthz" != derived(project)["health_ready_path"]
