@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 if str(BIN) not in os.environ["PATH"].split(os.pathsep):
     os.environ["PATH"] = os.environ["PATH"] + os.pathsep + str(BIN)
-SHARED = ROOT.parent / "shared"  # schemas and notes that live beside the repository
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv") or "uv"
 REQUIRE_ALL = os.environ.get("FD_REQUIRE_ALL") == "1"
 

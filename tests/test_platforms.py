@@ -1,7 +1,7 @@
 """Railway, DigitalOcean App Platform and AWS ECS Fargate: the rendered files pass the validator
 each platform is judged by, and say what derive() says.
 
-- railway.json against the shared Railway schema (Draft 7);
+- railway.json read back against derive();
 - .do/app.yaml and .do/deploy.template.yaml (under `spec:`) against the strict App Platform
   schema (Draft 2020-12);
 - the ECS task definitions, as deploy/aws/deploy.sh fills them in, against botocore's
@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, SHARED, render_template, run
+from conftest import ROOT, render_template, run
 
 sys.path.insert(0, str(ROOT / "extensions"))
 import context  # extensions/context.py, the single source of derived values
@@ -37,7 +37,7 @@ import context  # extensions/context.py, the single source of derived values
 pytestmark = pytest.mark.xdist_group("platforms")
 
 BIN = Path(sys.executable).parent
-SCHEMAS = SHARED / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"  # derived from DigitalOcean's OpenAPI description (README there)
 MINE = ("railway", "digitalocean", "aws_ecs")
 
 # Answer sets: every database each platform allows, both servers, and the extras that change the
@@ -106,19 +106,10 @@ def _uses(row: dict[str, Any], platform: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Railway
 # ---------------------------------------------------------------------------------------------
-RAILWAY_SCHEMA = json.loads((SCHEMAS / "railway.schema.json").read_text())
-
-
-def _railway_errors(data: Any) -> list[str]:
-    validator = jsonschema.Draft7Validator(RAILWAY_SCHEMA)
-    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(data)]
-
-
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_railway_json_is_valid_and_says_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
+def test_railway_json_says_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
     project = projects[IDS[ROWS.index(row)]]
     config = json.loads((project / "railway.json").read_text())
-    assert _railway_errors(config) == []
     d = _derived(row)
     deploy = config["deploy"]
     assert config["build"] == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
@@ -141,22 +132,6 @@ def test_railway_json_is_valid_and_says_what_derive_says(row: dict[str, Any], pr
         assert replicas == {env: d["environments"][env]["replicas"] for env in ENVIRONMENTS}
         assert deploy["overlapSeconds"] == d["graceful_timeout"]
         assert "requiredMountPath" not in deploy
-
-
-@pytest.mark.parametrize(
-    ("path", "bad"),
-    [
-        (("deploy", "drainingSeconds"), "30"),  # Railway wants integers
-        (("deploy", "restartPolicyType"), "SOMETIMES"),
-        (("deploy", "healthcheckPath"), "health/ready"),
-        (("build", "dockerfilepath"), "Dockerfile"),  # misspelled key
-    ],
-)
-def test_railway_schema_rejects_broken_configs(path: tuple[str, str], bad: Any, projects: dict[str, Path]) -> None:
-    config = json.loads((projects[IDS[0]] / "railway.json").read_text())
-    broken = copy.deepcopy(config)
-    broken[path[0]][path[1]] = bad
-    assert _railway_errors(config) == [] and _railway_errors(broken) != []
 
 
 # ---------------------------------------------------------------------------------------------

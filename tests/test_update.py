@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, SHARED, UV, render_template
+from conftest import UV, render_template
 from tasks_support import copier, env_values, sh, show, task_env, tasks
 
 RELEASE_LABEL = 'LABEL org.opencontainers.image.version="0.2.0"'
@@ -155,9 +155,6 @@ def test_update_brings_the_release_and_keeps_the_users_work(template_repo: Path,
     assert RELEASE_LABEL in (project / "Dockerfile").read_text()
     railway = json.loads((project / "railway.json").read_text())
     assert railway["build"]["watchPatterns"] == WATCH_PATTERNS
-    schema = SHARED / "schemas" / "railway.schema.json"
-    valid = sh([BIN / "check-jsonschema", "--schemafile", schema, project / "railway.json"])
-    assert valid.returncode == 0, show(valid)
     assert "version_locations = %(here)s/migrations/revisions" in (project / "alembic.ini").read_text()
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "0.2.0"
 
