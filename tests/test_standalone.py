@@ -18,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -222,3 +223,73 @@ def test_a_fresh_clone_with_nothing_beside_it_passes_the_fast_tier(tmp_path: Pat
     summary = re.search(r"=+ (\d+) passed(.*) in [\d.]+s", result.stdout)
     assert summary, tail
     assert int(summary.group(1)) > 100 and "failed" not in summary.group(2) and "error" not in summary.group(2), tail
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiers: markers from what each test uses (tests/conftest.py), selected by the Makefile
+# ---------------------------------------------------------------------------------------------
+TIER_REPORT = """
+def pytest_collection_finish(session):
+    for item in session.items:
+        print("TIER", item.nodeid, ",".join(sorted({m.name for m in item.iter_markers()})), sep="\\t")
+"""
+
+
+def test_tiers_select_by_what_each_test_needs(tmp_path: Path) -> None:
+    (tmp_path / "tier_report.py").write_text(TIER_REPORT)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--collect-only",
+        "-q",
+        "-n",
+        "0",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "tier_report",
+    ]
+    out = run(cmd, cwd=ROOT, env=env).stdout
+    marks = {}
+    for line in out.splitlines():
+        if line.startswith("TIER\t"):
+            _, node, names = line.split("\t")
+            marks[node] = set(names.split(","))
+
+    def having(mark: str) -> set[str]:
+        return {node for node, names in marks.items() if mark in names}
+
+    assert len(marks) > 300
+    fast, heavy = (
+        having("fast"),
+        {n for n, m in marks.items() if m & {"slow", "container", "postgres", "mysql", "redis"}},
+    )
+    assert fast | heavy == set(marks) and not fast & heavy, "every test is in the fast tier or needs something"
+    files = {node.split("::")[0] for node in fast}
+    for tier_file in ("test_repository", "test_questions", "test_render", "test_extensions", "test_platforms"):
+        assert f"tests/{tier_file}.py" in files, tier_file
+    for slow_file in ("test_generated_app", "test_update", "test_tasks", "test_proxy"):
+        assert f"tests/{slow_file}.py" not in files, slow_file
+    assert not any("test_image_" in node or "test_sigterm" in node for node in fast)
+    postgres, mysql = having("postgres"), having("mysql")
+    assert "tests/test_generated_app.py::test_migrations_up_check_down_up[postgresql]" in postgres
+    assert "tests/test_generated_app.py::test_migrations_up_check_down_up[mysql]" in mysql
+    assert not any(node.endswith("[sqlite]") for node in postgres | mysql)
+    # The image tests' variants name their database: the defaults mean PostgreSQL (copier.yml).
+    assert any("test_image_migrates" in node and "defaults" in node for node in postgres)
+    assert any("test_image_migrates" in node and "gunicorn-mysql" in node for node in mysql)
+    assert not any("test_image_migrates" in node and "sqlite" in node for node in postgres | mysql)
+    assert any("test_generated_suite_passes_with_extras[nodb-redis]" in node for node in having("redis"))
+    assert any("test_compose_up_runs_the_stack" in node for node in having("container"))
+
+
+def test_makefile_tiers_and_readme_name_both_commands() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test-fast: setup.*\n\t.*pytest .*-m fast", makefile, re.MULTILINE)
+    assert re.search(
+        r"^test: setup.*\n\t\$\(UV\) run pytest -n 2 --dist loadgroup \$\(PYTEST_ARGS\)$", makefile, re.MULTILINE
+    )
+    readme = (ROOT / "README.md").read_text()
+    assert "make test-fast" in readme and "make test\n" in readme
