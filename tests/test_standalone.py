@@ -17,11 +17,13 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 from conftest import ROOT, run
 
 # Built from pieces so that this file does not match its own patterns.
@@ -284,6 +286,43 @@ def test_tiers_select_by_what_each_test_needs(tmp_path: Path) -> None:
     assert any("test_generated_suite_passes_with_extras[nodb-redis]" in node for node in having("redis"))
     assert any("test_compose_up_runs_the_stack" in node for node in having("container"))
 
+    # Together, the jobs of the template's GitHub CI run every test.
+    jobs = [_selector(args) for args in workflow_selections()]
+    missed = sorted(node for node, names in marks.items() if not any(job(node, names) for job in jobs))
+    assert missed == [], f"no job of .github/workflows/template.yml runs these: {missed[:10]}"
+
+
+def workflow_selections() -> list[str]:
+    """The pytest arguments each job of the template's GitHub CI runs with (matrix expanded)."""
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "template.yml").read_text())
+    found = []
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            command = step.get("run", "")
+            if "make test-fast" in command:
+                found.append("-m fast")
+            for args in re.findall(r'make test PYTEST_ARGS="(.+?)"', command):
+                for servers in job.get("strategy", {}).get("matrix", {}).get("servers", [None]):
+                    found.append(args.replace("${SERVERS}", servers) if servers else args)
+    return found
+
+
+def _selector(args: str):
+    """Whether pytest with these arguments runs a test (node id, marker names)."""
+    from _pytest.mark.expression import Expression
+
+    words = shlex.split(args)
+    expression = Expression.compile(words[words.index("-m") + 1]) if "-m" in words else None
+    ignored = [w.removeprefix("--ignore=") for w in words if w.startswith("--ignore=")]
+    paths = [w for i, w in enumerate(words) if not w.startswith("-") and (i == 0 or words[i - 1] != "-m")]
+
+    def selects(node: str, names: set[str]) -> bool:
+        if any(node.startswith(p) for p in ignored) or (paths and not any(node.startswith(p) for p in paths)):
+            return False
+        return expression is None or expression.evaluate(lambda name, **_: name in names)
+
+    return selects
+
 
 def test_makefile_tiers_and_readme_name_both_commands() -> None:
     makefile = (ROOT / "Makefile").read_text()
@@ -292,4 +331,4 @@ def test_makefile_tiers_and_readme_name_both_commands() -> None:
         r"^test: setup.*\n\t\$\(UV\) run pytest -n 2 --dist loadgroup \$\(PYTEST_ARGS\)$", makefile, re.MULTILINE
     )
     readme = (ROOT / "README.md").read_text()
-    assert "make test-fast" in readme and "make test\n" in readme
+    assert re.search(r"^make test-fast\s", readme, re.MULTILINE) and re.search(r"^make test\s", readme, re.MULTILINE)
