@@ -37,6 +37,9 @@ AUTOSCALE_CPU_PERCENT = 70
 STARTUP_TIMEOUT = 120
 # uv release whose image the Dockerfile copies the uv binary from.
 UV_VERSION = "0.13.9"
+# Copier and the template's Jinja extensions, as the generated project's scheduled template
+# update runs them: the versions this template is tested with (uv.lock; tests/test_template_ci.py).
+COPIER_REQUIREMENTS = ("copier==9.19.1", "copier-template-extensions==0.3.4", "jinja2-time==0.2.0")
 # Numeric UID and GID of the image's non-root user (files stay owned by root).
 APP_UID = 10001
 # Redis major.minor line of the compose stack and every platform that provisions Redis.
@@ -225,6 +228,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "has_dependencies": has_db or bool(answers.get("redis")),
         "has_worker": worker != "none",
         "uv_version": UV_VERSION,
+        "copier_requirements": list(COPIER_REQUIREMENTS),
         # The generated project builds with uv's own backend from the same release line: uv
         # then builds it in-process, with no build environment (what the image's builder runs).
         "uv_build_requirement": f"uv_build>={UV_VERSION},<{_next_minor(UV_VERSION)}",

@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 if str(BIN) not in os.environ["PATH"].split(os.pathsep):
     os.environ["PATH"] = os.environ["PATH"] + os.pathsep + str(BIN)
-SHARED = ROOT.parent / "shared"  # schemas and notes that live beside the repository
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv") or "uv"
 REQUIRE_ALL = os.environ.get("FD_REQUIRE_ALL") == "1"
 
@@ -63,6 +62,65 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped under FD_REQUIRE_ALL=1, which forbids skips: {reason}"
     return report
+
+
+# Markers from what a test uses, so the tiers (Makefile: test-fast, test) select by marker and
+# `pytest -m postgres` finds every test that needs PostgreSQL. A test's own marks are kept.
+FIXTURE_MARKS = {
+    "postgres_url": "postgres",
+    "mysql_url": "mysql",
+    "redis_url": "redis",
+    "engine": "container",  # tests/test_container.py: an image built and run by Docker or Podman
+    "project": "slow",  # a generated project with its environment synced, whose suite or server runs
+    "running_app": "slow",
+    "template_repo": "slow",  # tests/test_update.py: two template releases and a copier update
+    "copied": "slow",  # tests/test_tasks.py: a copy with every post-generation task (uv lock, git)
+    "combinations": "slow",  # tests/test_container.py: every pairwise answer set rendered again
+}
+SERVER_MARKS = {"postgresql": "postgres", "mysql": "mysql"}
+
+
+def _default_database() -> str:
+    import yaml
+
+    return yaml.safe_load((ROOT / "copier.yml").read_text())["database"]["default"]
+
+
+def _needs(item: pytest.Item, default_database: str) -> set[str]:
+    """Markers for one test: its fixtures, and for a test using fresh_database the servers its
+    parameters name. A parameter is read as answers when it is a dict, or a key of the module's
+    VARIANTS (answer sets by name, as in tests/test_container.py); else a string names a database.
+    """
+    names = set(item.fixturenames)
+    marks = {mark for fixture, mark in FIXTURE_MARKS.items() if fixture in names}
+    callspec = getattr(item, "callspec", None)
+    variants = getattr(item.module, "VARIANTS", {})
+    for value in callspec.params.values() if callspec else ():
+        answers = value if isinstance(value, dict) else variants.get(value) if isinstance(value, str) else None
+        if "fresh_database" not in names:
+            continue  # only a test that asks for a database runs the app against its servers
+        if answers is not None:
+            marks.add(SERVER_MARKS.get(answers.get("database", default_database), ""))
+            if answers.get("redis"):
+                marks.add("redis")
+        elif isinstance(value, str):
+            marks.add(SERVER_MARKS.get(value, ""))
+    marks.discard("")
+    return marks
+
+
+HEAVY_MARKS = {"postgres", "mysql", "redis", "container", "slow"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    default_database = _default_database()
+    for item in items:
+        present = {mark.name for mark in item.iter_markers()}
+        needs = _needs(item, default_database)
+        for name in sorted(needs - present):
+            item.add_marker(name)
+        if not (present | needs) & HEAVY_MARKS:
+            item.add_marker("fast")  # needs no server, engine or generated environment: `make test-fast`
 
 
 def need(condition: bool, reason: str) -> None:

@@ -1,9 +1,10 @@
 """Container engine helpers for the image tests and the container benchmark.
 
 - `detect_engine()` finds Docker (when `docker info` answers and the client can build with
-  BuildKit) or else Podman, with the flags this kind of machine needs (see shared/containers.md),
-  or None; `detect_engine("podman")` asks for one engine. `wanted_engines()` reads FD_ENGINES
-  (for example "podman docker": run the image tests under each), by default the first one found.
+  BuildKit) or else Podman, with the flags this kind of machine needs (docs/testing.md, "Container
+  engines on machines like CI's"), or None; `detect_engine("podman")` asks for one engine.
+  `wanted_engines()` reads FD_ENGINES (for example "podman docker": run the image tests under
+  each), by default the first one found.
   FD_DOCKER names the Docker client (default `docker`).
 - `ensure_base_images(engine, python_version, uv_version)` makes sure the Dockerfile's base images
   exist locally: they are used when present, pulled when a registry answers, and otherwise
@@ -154,8 +155,8 @@ def _podman() -> Engine | None:
     global_flags: list[str] = []
     run_flags = ["--network", "host"]
     build_flags = ["--network", "host", "--format", "docker"]
-    # Machines with hybrid cgroups (shared/containers.md): runc instead of crun, cgroupfs,
-    # chroot isolation for builds and limits within the hard limits for runs.
+    # Machines with hybrid cgroups (docs/testing.md, "Container engines on machines like CI's"): runc
+    # instead of crun, cgroupfs, chroot isolation for builds and limits within the hard limits for runs.
     if os.environ.get("FD_PODMAN_PLAIN") != "1" and shutil.which("runc"):
         global_flags = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
         build_flags += ["--isolation", "chroot"]

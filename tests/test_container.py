@@ -704,6 +704,7 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
 
 
 @CONTAINER
+@pytest.mark.container  # finds Docker itself rather than through the engine fixture
 def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_development(
     template_src: Path, tmp_path: Path
 ) -> None:

@@ -32,7 +32,7 @@ from tasks_support import (
 
 PLACEHOLDER = "_your_"
 # One worker runs this module, so the copy with every task is made once.
-pytestmark = pytest.mark.xdist_group("tasks")
+pytestmark = [pytest.mark.xdist_group("tasks"), pytest.mark.slow]  # real tasks: uv lock, git, detect-secrets
 
 
 @pytest.fixture(scope="module")
