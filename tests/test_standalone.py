@@ -122,6 +122,12 @@ def test_template_paths_are_portable() -> None:
     assert portability_problems(paths) == []
 
 
+def test_every_tracked_path_is_portable() -> None:
+    """A clone on Windows or macOS checks out the whole repository, not only template/."""
+    tracked = [p for p in run(["git", "ls-files", "-z"], cwd=ROOT).stdout.split("\0") if p]
+    assert portability_problems(tracked) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # tests/schemas: derived from DigitalOcean's OpenAPI description by the committed script
 # ---------------------------------------------------------------------------------------------
