@@ -42,9 +42,37 @@ UV_VERSION = "0.13.9"
 COPIER_REQUIREMENTS = ("copier==9.19.1", "copier-template-extensions==0.3.4", "jinja2-time==0.2.0")
 # Numeric UID and GID of the image's non-root user (files stay owned by root).
 APP_UID = 10001
-# Redis major.minor line of the compose stack and every platform that provisions Redis.
-REDIS_VERSION = "7.4"
+# Python lines the python_version question offers, oldest first, and its default: the newest
+# line whose every dependency installs and whose generated suite passes (docs/versions.md). A line
+# is dropped when CPython ends its support (3.11: 2027-10).
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14", "3.15")
+PYTHON_DEFAULT = "3.14"
+# Debian release of the image's base, python:<version>-slim-<release> (Debian's current stable).
+BASE_DEBIAN = "trixie"
+# Server lines of the compose stack and CI; every platform that provisions one asks for the same
+# major version where it lets you choose.
+POSTGRES_VERSION = "18"
+MARIADB_VERSION = "11.8"  # LTS; MySQL 8.4 LTS works through the same driver (aiomysql)
+REDIS_VERSION = "8.2"
 REDIS_IMAGE = f"redis:{REDIS_VERSION}-alpine"
+# What DigitalOcean's managed databases offer (its API's database options): PostgreSQL up to 17
+# (18 only on its "advanced" clusters), MySQL 8, and Valkey 8 for Redis (its Redis 7 reached end
+# of life on 2025-06-30).
+DO_DATABASE_VERSIONS = {"postgresql": "17", "mysql": "8"}
+DO_VALKEY_VERSION = "8"
+
+
+def python_forms(version: str) -> dict[str, str]:
+    """Every spelling of the Python line that a generated file needs, from the one answer
+    (copier.yml's choices keep it to PYTHON_VERSIONS)."""
+    major, minor = version.split(".")[:2]
+    return {
+        "version": version,  # .python-version (CI's setup-python), build args, mypy python_version
+        "requires": f">={version}",  # requires-python
+        "ruff_target": f"py{major}{minor}",  # ruff target-version
+        "debian": BASE_DEBIAN,
+        "image": f"python:{version}-slim-{BASE_DEBIAN}",  # the Dockerfile's base and GitLab CI's
+    }
 
 
 def _next_minor(version: str) -> str:
@@ -58,8 +86,11 @@ DATABASES: dict[str, dict[str, Any]] = {
         "driver": "asyncpg",
         "requirements": ["asyncpg>=0.30"],
         "port": 5432,
-        "version": "17",  # the server line; managed databases ask for the same major version
-        "image": "postgres:17-alpine",
+        "version": POSTGRES_VERSION,
+        "image": f"postgres:{POSTGRES_VERSION}-alpine",
+        # The volume's mount point: the 18+ images keep data in /var/lib/postgresql/<major>/docker
+        # and refuse to start with a volume at the old /var/lib/postgresql/data.
+        "data_dir": "/var/lib/postgresql",
         "label": "PostgreSQL",
     },
     "mysql": {
@@ -67,8 +98,9 @@ DATABASES: dict[str, dict[str, Any]] = {
         "driver": "aiomysql",
         "requirements": ["aiomysql>=0.2", "cryptography>=43"],  # MySQL 8 auth
         "port": 3306,
-        "version": "11.4",
-        "image": "mariadb:11.4",
+        "version": MARIADB_VERSION,
+        "image": f"mariadb:{MARIADB_VERSION}",
+        "data_dir": "/var/lib/mysql",
         "label": "MySQL/MariaDB",
     },
     "sqlite": {
@@ -78,6 +110,7 @@ DATABASES: dict[str, dict[str, Any]] = {
         "port": None,
         "version": None,
         "image": None,
+        "data_dir": None,
         "label": "SQLite",
     },
     "none": {
@@ -87,6 +120,7 @@ DATABASES: dict[str, dict[str, Any]] = {
         "port": None,
         "version": None,
         "image": None,
+        "data_dir": None,
         "label": "none",
     },
 }
@@ -174,6 +208,13 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "db_port": db["port"],
         "db_version": db["version"],
         "db_image": db["image"],
+        "db_data_dir": db["data_dir"],
+        # The managed database's version on DigitalOcean (app spec `version`, doctl --version).
+        "do_db_version": DO_DATABASE_VERSIONS.get(database),
+        "do_valkey_version": DO_VALKEY_VERSION,
+        # The Python line in every spelling its files need (pyproject, ruff, the type checker,
+        # the Dockerfile's base, CI): one answer, one place.
+        "python": python_forms(answers.get("python_version") or PYTHON_DEFAULT),
         "db_label": db["label"],
         "db_is_server": database in ("postgresql", "mysql"),
         "migration_argv": migration_argv,

@@ -34,7 +34,7 @@ FACTORS: dict[str, list[Any]] = {
     "ci": ["github", "gitlab", "none"],
     "sentry": [False, True],
     "metrics": [False, True],
-    "python_version": ["3.11", "3.12", "3.13"],
+    "python_version": ["3.11", "3.12", "3.13", "3.14", "3.15"],  # every choice of copier.yml
     "domain": ["", "api.example.com"],
 }
 SQLITE_PLATFORMS = {"railway", "vm"}

@@ -375,3 +375,149 @@ def test_the_comparison_catches_a_drifted_value(template_src: Path, tmp_path: Pa
     read_railway(project, facts, tmp_path / "railway-eval")
     read = facts.seen["ready_path"]
     assert read["railway.ts (production) healthcheckPath"] == "/healthz" != derived(project)["health_ready_path"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions: the Python line and the service lines, read back from every file that names them.
+# ---------------------------------------------------------------------------------------------
+def python_facts(project: Path, env_file: Path) -> dict[str, str]:
+    """where -> the Python line that file asks for, each parsed as what it is."""
+    import tomllib
+
+    found: dict[str, str] = {}
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    requires = pyproject["project"]["requires-python"]
+    assert requires.startswith(">="), requires
+    found["pyproject requires-python"] = requires.removeprefix(">=")
+    target = pyproject["tool"]["ruff"]["target-version"]
+    found["ruff target-version"] = f"{target[2]}.{target[3:]}"
+    mypy = pyproject.get("tool", {}).get("mypy", {})
+    if "python_version" in mypy:
+        found["mypy python_version"] = str(mypy["python_version"])
+    args: dict[str, str] = {}
+    for keyword, value in dockerfile_instructions(project / "Dockerfile"):
+        if keyword == "ARG" and "=" in value:
+            name, default = value.split("=", 1)
+            args[name] = default
+        elif keyword == "FROM" and value.startswith("${BASE_IMAGE}"):
+            base = args["BASE_IMAGE"].replace("${PYTHON_VERSION}", args["PYTHON_VERSION"])
+            match = re.fullmatch(r"python:(\d+\.\d+)-slim-[a-z]+", base)
+            assert match, f"the Dockerfile's base image {base!r} is not python:X.Y-slim-<debian>"
+            found["Dockerfile base image"] = match.group(1)
+    found["Dockerfile ARG PYTHON_VERSION"] = args["PYTHON_VERSION"]
+    build = compose_config(project, ["compose.yaml"], env_file)["services"]["app"]["build"]
+    found["compose build arg PYTHON_VERSION"] = build["args"]["PYTHON_VERSION"]
+    workflow = project / ".github/workflows/ci.yml"
+    if workflow.exists():
+        steps = [s for job in yaml.safe_load(workflow.read_text())["jobs"].values() for s in job.get("steps", [])]
+        setups = [s["with"] for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@")]
+        assert setups, "no setup-python step in the GitHub workflow"
+        for setup in setups:
+            if "python-version-file" in setup:
+                found[f"GitHub setup-python ({setup['python-version-file']})"] = (
+                    (project / setup["python-version-file"]).read_text().strip()
+                )
+            else:
+                found["GitHub setup-python python-version"] = str(setup["python-version"])
+    gitlab = project / ".gitlab-ci.yml"
+    if gitlab.exists():
+        image = yaml.safe_load(gitlab.read_text())[".python"]["image"]
+        match = re.fullmatch(r"python:(\d+\.\d+)-slim(-[a-z]+)?", image if isinstance(image, str) else image["name"])
+        assert match, image
+        found["GitLab .python image"] = match.group(1)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("python_version", "ci"),
+    [(v, "github") for v in ("3.11", "3.12", "3.13", "3.14", "3.15")] + [("3.14", "gitlab"), ("3.15", "gitlab")],
+)
+def test_python_version_is_the_same_in_every_file(
+    template_src: Path, tmp_path: Path, python_version: str, ci: str
+) -> None:
+    project = render_template(template_src, tmp_path / "svc", ci=ci, python_version=python_version)
+    found = python_facts(project, env_file_for(tmp_path))
+    expected = {
+        "pyproject requires-python",
+        "ruff target-version",
+        "Dockerfile base image",
+        "compose build arg PYTHON_VERSION",
+    }
+    expected.add("GitHub setup-python (.python-version)" if ci == "github" else "GitLab .python image")
+    assert expected <= set(found), f"not read from: {sorted(expected - set(found))}"
+    assert derived(project)["python"]["version"] == python_version
+    wrong = {where: value for where, value in found.items() if value != python_version}
+    assert not wrong, f"python_version {python_version}, but {wrong}"
+
+
+def test_python_choices_and_default_are_derive_s(template_src: Path) -> None:
+    """copier.yml offers exactly PYTHON_VERSIONS with PYTHON_DEFAULT first in line, and the render
+    matrix covers every choice."""
+    from combinations import FACTORS
+    from deploy_checks import context_module
+
+    question = yaml.safe_load((template_src / "copier.yml").read_text())["python_version"]
+    context = context_module()
+    assert tuple(question["choices"]) == context.PYTHON_VERSIONS
+    assert question["default"] == context.PYTHON_DEFAULT
+    assert tuple(FACTORS["python_version"]) == context.PYTHON_VERSIONS
+
+
+SERVICE_SETS = {
+    "postgresql": {"database": "postgresql", "redis": True, "platforms": ["digitalocean", "vm"]},
+    "mysql": {"database": "mysql", "redis": True, "platforms": ["digitalocean", "vm"]},
+}
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+@pytest.mark.parametrize("key", SERVICE_SETS)
+def test_service_versions_are_derive_s_in_compose_ci_and_every_platform(
+    template_src: Path, tmp_path: Path, key: str, ci: str
+) -> None:
+    project = render_template(template_src, tmp_path / "svc", ci=ci, **SERVICE_SETS[key])
+    values = derived(project)
+    env_file = env_file_for(tmp_path)
+    images: dict[str, str] = {}
+    for label, files in (
+        ("compose", ["compose.yaml"]),
+        ("VM compose", ["compose.yaml", "deploy/vm/compose.prod.yaml"]),
+    ):
+        services = compose_config(project, files, env_file)["services"]
+        images[f"{label} db"] = services["db"]["image"]
+        images[f"{label} redis"] = services["redis"]["image"]
+        # The volume sits where the image keeps its data (PostgreSQL 18+: /var/lib/postgresql).
+        targets = [v["target"] for v in services["db"]["volumes"] if v.get("source") == "db-data"]
+        assert targets == [values["db_data_dir"]], (label, services["db"]["volumes"])
+    if ci == "github":
+        jobs = yaml.safe_load((project / ".github/workflows/ci.yml").read_text())["jobs"]
+        for name, service in (jobs["test"].get("services") or {}).items():
+            images[f"GitHub service {name}"] = service["image"]
+    else:
+        for service in yaml.safe_load((project / ".gitlab-ci.yml").read_text())["test"]["services"]:
+            images[f"GitLab service {service['alias']}"] = service["name"]
+    db_major = values["db_version"]
+    expected_db = values["db_image"]
+    assert expected_db.split(":")[1].split("-")[0] == db_major
+    assert values["redis_image"].split(":")[1].split("-")[0] == values["redis_version"]
+    wrong = {
+        where: image
+        for where, image in images.items()
+        if image != (values["redis_image"] if where.endswith("redis") else expected_db)
+    }
+    assert not wrong, wrong
+    assert len([w for w in images if not w.endswith("redis")]) >= 3, images
+
+    # DigitalOcean's managed database: the same major line where the platform offers it.
+    for path in (".do/app.yaml", ".do/deploy.template.yaml"):
+        spec = yaml.safe_load((project / path).read_text())
+        (database,) = spec.get("spec", spec)["databases"]
+        assert database["version"] == values["do_db_version"], (path, database)
+    guide = (project / "docs/deploy/digitalocean.md").read_text()
+    engine = "pg" if key == "postgresql" else "mysql"
+    assert f"--engine {engine} --version {values['do_db_version']} " in guide
+    assert f"--engine valkey --version {values['do_valkey_version']} " in guide
+    if key == "postgresql":
+        # DigitalOcean's newest managed PostgreSQL is one line behind compose's, never ahead.
+        assert int(values["do_db_version"]) <= int(db_major)
+    else:
+        assert values["do_db_version"] == "8"
