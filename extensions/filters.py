@@ -5,14 +5,17 @@ Kept free of Copier imports so tests can call the functions directly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import keyword
 import re
 import shlex
 import sys
+import tempfile
 import textwrap
 import unicodedata
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, pass_context
@@ -391,6 +394,26 @@ def _rejoin_escapes(lines: list[str]) -> list[str]:
     return [line for line in fixed if line]
 
 
+def status_path(project_root: object) -> Path:
+    """tasks/common.py's status_path (same formula; tests/test_answers.py checks they agree)."""
+    key = hashlib.sha256(str(Path(str(project_root)).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"fastapi-deploy-status-{key}.json"
+
+
+def failed_steps(project_root: object) -> list[str] | None:
+    """The steps the copy's tasks reported as failed ([] when none), None when they did not run.
+
+    Read once, for Copier's closing message, then removed.
+    """
+    path = status_path(project_root)
+    try:
+        failed = json.loads(path.read_text(encoding="utf-8")).get("failed", [])
+    except (OSError, ValueError):
+        return None
+    path.unlink(missing_ok=True)
+    return [str(name) for name in failed]
+
+
 @pass_context
 def _py_str(context: Context, value: object, column: int = 0, indent: int = 0) -> str:
     return py_str(value, column, indent, int(context.get("line_length") or LINE_LENGTH))
@@ -438,5 +461,6 @@ class NamingFilters(Extension):
             text_error=text_error,
             name_error=name_error,
             shown=shown,
+            failed_steps=failed_steps,
             **FORMAT_FILTERS,
         )
