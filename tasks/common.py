@@ -91,7 +91,8 @@ def timeout(kind: str) -> float:
 
 # Set by whatever launched Copier, never meant for the project: a virtualenv, and the version a
 # pyenv shim pins for its own children (it would hide the project's .python-version from uv).
-LEAKED_VARIABLES = frozenset({"VIRTUAL_ENV", "PYENV_VERSION", "PYENV_DIR"})
+# uv's settings for the template's own environment must not redirect the project's either.
+LEAKED_VARIABLES = frozenset({"VIRTUAL_ENV", "PYENV_VERSION", "PYENV_DIR", "UV_PROJECT_ENVIRONMENT", "UV_FROZEN"})
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -109,7 +109,7 @@ def summary(sequence: str, outcomes: dict[str, str], project: Project) -> str:
     width = max(len(name) for name in outcomes)
     lines = ["summary:"]
     for name, outcome in outcomes.items():
-        lines.append(f"  {outcome:<8} {name:<{width}}")
+        lines.append(f"  {outcome:<8} {name:<{width}}".rstrip())
         if outcome == FAILED:
             lines.append(f"           re-run: {rerun_command(name, project)}")
     failed = [name for name, outcome in outcomes.items() if outcome == FAILED]
