@@ -167,6 +167,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "serve_argv": ["python", "-m", f"{package_name}.serve"],
         "healthcheck_argv": ["python", "-m", f"{package_name}.healthcheck"],
         "worker_argv": worker_argv,
+        # The route through which the API hands the example job to the worker.
+        "enqueue_path": "/items/{item_id}/process" if has_db else "/jobs/process-item/{item_id}",
         "worker_command": " ".join(worker_argv),
         # What differs between staging and production; every platform reads it from here.
         "environments": {

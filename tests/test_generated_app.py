@@ -91,8 +91,10 @@ def test_three_concurrent_upgrades_of_an_empty_database(
         {"database": "mysql", "redis": True, "worker": "celery", "metrics": True},
         {"database": "none", "redis": True, "sentry": True, "metrics": True},
         {"database": "none"},
+        {"database": "none", "redis": True, "worker": "arq"},
+        {"database": "none", "redis": True, "worker": "celery"},
     ],
-    ids=["gunicorn-arq-metrics-sentry", "mysql-celery-metrics", "nodb-redis", "nodb-bare"],
+    ids=["gunicorn-arq-metrics-sentry", "mysql-celery-metrics", "nodb-redis", "nodb-bare", "nodb-arq", "nodb-celery"],
 )
 def test_generated_suite_passes_with_extras(
     answers: dict[str, object],
