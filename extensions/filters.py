@@ -155,7 +155,8 @@ DEPENDENCY_NAMES = frozenset(
         "python_multipart", "multipart", "pyyaml", "yaml", "redis", "ruff", "sentry_sdk", "six",
         "sniffio", "sqlalchemy", "starlette", "typing_extensions", "typing_inspection", "tzdata",
         "urllib3", "uv", "uv_build", "uvicorn", "uvicorn_worker", "uvloop", "vine", "watchfiles",
-        "wcwidth", "websockets", "wrapt",
+        "wcwidth", "websockets", "wrapt", "pyjwt", "jwt", "opentelemetry", "opentelemetry_api", "py",
+        "tzlocal", "docs", "examples",
     }
 )  # fmt: skip
 TEST_PACKAGES = frozenset({"test", "tests"})

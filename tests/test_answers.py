@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import BIN, ROOT, need, render_template, run
+from conftest import UV as UV_BIN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tasks_support import copier, sh, show, task_env
@@ -422,3 +423,39 @@ def test_the_status_file_has_one_formula() -> None:
     common.write_status(here, ["lock"])
     assert filters.failed_steps(here) == ["lock"]
     assert filters.failed_steps(here) is None, "read once"
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {
+            "database": "postgresql",
+            "server": "gunicorn",
+            "redis": True,
+            "worker": "arq",
+            "sentry": True,
+            "metrics": True,
+        },
+        {"database": "mysql", "redis": True, "worker": "celery"},
+    ],
+    ids=["postgresql-gunicorn-arq-sentry-metrics", "mysql-celery"],
+)
+def test_every_installed_name_of_a_full_project_is_refused_as_a_name(
+    answers: dict[str, Any], project: Callable[..., Path]
+) -> None:
+    """The reserved list covers what the project really installs (import and distribution names)."""
+    sys.path.insert(0, str(ROOT / "extensions"))
+    import filters
+
+    root = project(**answers)
+    listing = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps([d.metadata['Name'] for d in m.distributions()] + list(m.packages_distributions())))"
+    )
+    names = json.loads(run([UV_BIN, "run", "--frozen", "python", "-c", listing], cwd=root).stdout)
+    own = {"my-service", "my_service", "_virtualenv", "__editable__"}
+    missing = sorted(
+        {n for n in names if n not in own and not n.startswith(("_", "__editable__"))}
+        - {n for n in names if filters.reserved_reason(n)}
+    )
+    assert not missing, f"add to DEPENDENCY_NAMES in extensions/filters.py: {missing}"
