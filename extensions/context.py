@@ -6,10 +6,31 @@ Templates read these names from the Copier context; none of them is spelled twic
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from copier_template_extensions import ContextHook
 
+
+def _filters() -> ModuleType:
+    """extensions/filters.py, loaded by path as Copier loads it (the folder is not a package)."""
+    name = "fastapi_deploy_filters"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("filters.py"))
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+filters = _filters()
+
+# ruff's line length in the generated project (the Python filters wrap long text to it).
+LINE_LENGTH = filters.LINE_LENGTH
 APP_PORT = 8000
 HEALTH_LIVE_PATH = "/health/live"
 HEALTH_READY_PATH = "/health/ready"
@@ -179,7 +200,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     server = answers.get("server", "uvicorn")
     platforms = list(answers.get("platforms") or [])
     worker = answers.get("worker", "none")
-    db = DATABASES[database]
+    # An answer that is not one of the choices (--data database=oracle) is refused by Copier with
+    # the list of choices; until then the derived values must not fail on it.
+    db = DATABASES.get(database, DATABASES["none"])
     has_db = database != "none"
     migration_argv = ["alembic", "upgrade", "head"] if has_db else []
     domain = answers.get("domain") or ""
@@ -223,6 +246,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "serve_argv": serve_argv,
         "healthcheck_argv": ["python", "-m", f"{package_name}.healthcheck"],
         "worker_argv": worker_argv,
+        # The route through which the API hands the example job to the worker.
+        "enqueue_path": "/items/{item_id}/process" if has_db else "/jobs/process-item/{item_id}",
         "worker_command": " ".join(worker_argv),
         # What differs between staging and production; every platform reads it from here.
         "environments": {
@@ -299,6 +324,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             if answers.get("redis")
             else None
         ),
+        # ruff's line length in the generated project; the Python filters wrap text to it.
+        "line_length": LINE_LENGTH,
+        # The CORS origins as browsers send them (lowercase scheme and host), in the answer's order.
+        "cors_origin_list": filters.normalize_origins(str(answers.get("cors_origins") or "")),
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "platform_dirs": PLATFORM_DIRS,
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),

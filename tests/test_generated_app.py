@@ -115,6 +115,8 @@ def test_three_concurrent_upgrades_of_an_empty_database(
             "python_version": NEWEST,
         },
         {"database": "mysql", "redis": True, "worker": "celery", "metrics": True, "python_version": NEWEST},
+        {"database": "none", "redis": True, "worker": "arq"},
+        {"database": "none", "redis": True, "worker": "celery"},
     ],
     ids=[
         "gunicorn-arq-metrics-sentry",
@@ -123,6 +125,8 @@ def test_three_concurrent_upgrades_of_an_empty_database(
         "nodb-bare",
         f"gunicorn-arq-metrics-sentry-py{NEWEST}",
         f"mysql-celery-metrics-py{NEWEST}",
+        "nodb-arq",
+        "nodb-celery",
     ],
 )
 def test_generated_suite_passes_with_extras(
