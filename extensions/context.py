@@ -84,6 +84,7 @@ PLATFORM_DIRS = {
     "railway": "railway",
     "digitalocean": "digitalocean",
     "aws_ecs": "aws",
+    "aws_eb": "aws_eb",
     "kubernetes": "k8s",
     "vm": "vm",
 }
@@ -92,6 +93,7 @@ PLATFORM_NEXT_STEPS = {
     "railway": "Railway: see docs/deploy/railway.md, then `scripts/deploy.sh railway staging` (railway up).",
     "digitalocean": "DigitalOcean: `scripts/deploy.sh digitalocean staging` with doctl (docs/deploy/digitalocean.md).",
     "aws_ecs": "AWS ECS: create the stack, then `scripts/deploy.sh aws_ecs staging` (docs/deploy/aws.md).",
+    "aws_eb": "AWS Elastic Beanstalk: create the stack, then `scripts/deploy.sh aws_eb staging` (docs/deploy/elastic-beanstalk.md).",
     "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
     "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
 }
@@ -157,6 +159,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                 "cpu_units": 256,
                 "memory_mib": 512,
                 "do_instance_size": "apps-s-1vcpu-0.5gb",
+                # Elastic Beanstalk EC2 instance type (web and worker containers share it).
+                "eb_instance_type": "t3.small",
             },
             "production": {
                 "replicas": 2,
@@ -167,6 +171,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                 "memory_mib": 1024,
                 # Autoscaling on App Platform needs a dedicated-CPU size.
                 "do_instance_size": "apps-d-1vcpu-1gb",
+                "eb_instance_type": "t3.medium",
             },
         },
         "autoscale_cpu_percent": AUTOSCALE_CPU_PERCENT,
