@@ -190,6 +190,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             "production": slug[:32].rstrip("-"),
             "staging": slug[:24].rstrip("-") + "-staging",
         },
+        # Elastic Beanstalk environment names: 4 to 40 characters, per environment.
+        "eb_environment_names": {
+            "production": slug[:29].rstrip("-") + "-production",
+            "staging": slug[:32].rstrip("-") + "-staging",
+        },
         "uses_redis": bool(answers.get("redis")),
         # The app opens connections at start-up (a lifespan, ready checks): database or Redis.
         "has_dependencies": has_db or bool(answers.get("redis")),
