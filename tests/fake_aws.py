@@ -23,8 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import botocore.session
+import botocore.loaders
+import botocore.model
 import jmespath
+import jmespath.exceptions
+import botocore.exceptions
 from botocore import xform_name
 from botocore.validate import ParamValidator
 
@@ -270,13 +273,21 @@ class Fake:
             service, cli_op, rest = args[0], args[1], args[2:]
             if output not in ("json", "text", "table", "yaml"):
                 raise CliError(f"argument --output: invalid choice: {output!r}")
-            compiled = jmespath.compile(query) if query else None
+            try:
+                compiled = jmespath.compile(query) if query else None
+            except jmespath.exceptions.ParseError as error:
+                raise CliError(f"Bad value for --query {query}: {error}") from None
             if (service, cli_op) == ("ecr", "get-login-password"):
                 if rest:
                     raise CliError(f"Unknown options: {' '.join(rest)}")
                 print("fake-ecr-token")
                 return 0
-            model = botocore.session.get_session().get_service_model(CLI_SERVICE.get(service, service))
+            name = CLI_SERVICE.get(service, service)
+            try:
+                data = botocore.loaders.create_loader().load_service_model(name, "service-2")
+            except botocore.exceptions.UnknownServiceError:
+                raise CliError(f"argument command: Invalid choice: {service!r}") from None
+            model = botocore.model.ServiceModel(data, service_name=name)
             operations = {xform_name(n, "-"): n for n in model.operation_names}
             if cli_op not in operations:
                 raise CliError(f"argument operation: Invalid choice: {cli_op!r}")
