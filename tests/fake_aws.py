@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
 import botocore.loaders
 import botocore.model
 import jmespath
 import jmespath.exceptions
-import botocore.exceptions
 from botocore import xform_name
 from botocore.validate import ParamValidator
 
@@ -130,7 +130,9 @@ def parse(args: list[str], shape: Any) -> dict[str, Any]:
 
 def enum_errors(value: Any, shape: Any, where: str) -> list[str]:
     if shape.type_name == "structure" and isinstance(value, dict):
-        return [e for k, v in value.items() if k in shape.members for e in enum_errors(v, shape.members[k], f"{where}.{k}")]
+        return [
+            e for k, v in value.items() if k in shape.members for e in enum_errors(v, shape.members[k], f"{where}.{k}")
+        ]
     if shape.type_name == "list" and isinstance(value, list):
         return [e for i, v in enumerate(value) for e in enum_errors(v, shape.member, f"{where}[{i}]")]
     if shape.type_name == "string" and getattr(shape, "enum", None) and value not in shape.enum:
@@ -212,7 +214,9 @@ class Fake:
             bundle = p["SourceBundle"]
             uploaded = Path(s["uploads"]) / bundle["S3Bucket"] / bundle["S3Key"]
             if not uploaded.is_file():
-                raise ServiceError("InvalidParameterValue", op, f"no object s3://{bundle['S3Bucket']}/{bundle['S3Key']}")
+                raise ServiceError(
+                    "InvalidParameterValue", op, f"no object s3://{bundle['S3Bucket']}/{bundle['S3Key']}"
+                )
             if p["VersionLabel"] in versions:
                 raise ServiceError("InvalidParameterValue", op, f"version {p['VersionLabel']} already exists")
             versions[p["VersionLabel"]] = {

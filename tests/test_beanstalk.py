@@ -134,7 +134,7 @@ def _resolve(node: Any, stack: dict[str, Any], params: dict[str, Any]) -> Any:
     if not isinstance(node, dict):
         return node
     if len(node) == 1:
-        (key, value), = node.items()
+        ((key, value),) = node.items()
         if key == "Ref":
             return ref(value)
         if key == "Fn::FindInMap":
@@ -200,9 +200,7 @@ def _numeric_range(validator: Any, bound: int, instance: Any, schema: dict[str, 
 
 def _validator(name: str) -> Any:
     schema = json.loads((SCHEMAS / name).read_text())
-    registry_schemas = {
-        p.name: json.loads(p.read_text()) for p in SCHEMAS.glob("*.schema.json")
-    }
+    registry_schemas = {p.name: json.loads(p.read_text()) for p in SCHEMAS.glob("*.schema.json")}
     from referencing import Registry, Resource
 
     registry = Registry().with_resources(
@@ -217,7 +215,9 @@ def _errors(name: str, data: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_option_settings_pass_the_schema_and_say_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
+def test_option_settings_pass_the_schema_and_say_what_derive_says(
+    row: dict[str, Any], projects: dict[str, Path]
+) -> None:
     project = projects[IDS[ROWS.index(row)]]
     d = _derived(row)
     for env in ENVIRONMENTS:
@@ -225,8 +225,10 @@ def test_option_settings_pass_the_schema_and_say_what_derive_says(row: dict[str,
             settings = _settings(project, env, certificate)
             assert _errors("option-settings.schema.json", settings) == [], (env, certificate)
             o = _options(settings)
-            assert ("aws:elbv2:listener:443", "Protocol") in o if certificate else not any(
-                ns == "aws:elbv2:listener:443" for ns, _ in o
+            assert (
+                ("aws:elbv2:listener:443", "Protocol") in o
+                if certificate
+                else not any(ns == "aws:elbv2:listener:443" for ns, _ in o)
             )
         size = d["environments"][env]
         assert o["aws:elasticbeanstalk:environment", "EnvironmentType"] == "LoadBalanced"
@@ -263,7 +265,10 @@ def test_option_settings_pass_the_schema_and_say_what_derive_says(row: dict[str,
     ("change", "expected"),
     [
         (("aws:elasticbeanstalk:command", "DeploymentPolicy", "Rollingly"), "is not one of"),
-        (("aws:elasticbeanstalk:environment:process:default", "HealthCheckInterval", "1"), "below the documented minimum"),
+        (
+            ("aws:elasticbeanstalk:environment:process:default", "HealthCheckInterval", "1"),
+            "below the documented minimum",
+        ),
         (("aws:elasticbeanstalk:environment:process:default", "HealthCheckPth", "/health/ready"), "is not one of"),
         (("aws:elasticbeanstalk:healthreporting:sytem", "SystemType", "enhanced"), "Namespace"),
         (("aws:elasticbeanstalk:application:environmentsecrets", "SECRET_KEY", "my-secret-value"), "does not match"),
@@ -275,7 +280,7 @@ def test_the_schema_refuses_what_aws_documents_as_invalid(
 ) -> None:
     settings = _settings(projects[IDS[0]], "production")
     assert _errors("option-settings.schema.json", settings) == []
-    broken = copy.deepcopy(settings) + [dict(zip(("Namespace", "OptionName", "Value"), change, strict=True))]
+    broken = [*copy.deepcopy(settings), dict(zip(("Namespace", "OptionName", "Value"), change, strict=True))]
     errors = _errors("option-settings.schema.json", broken)
     assert errors and any(expected in e or expected in str(e) for e in errors), errors
 
@@ -350,7 +355,9 @@ def _compose_model(bundle: Path, settings: list[dict[str, Any]]) -> dict[str, An
 
 
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_the_bundle_runs_the_pinned_image_as_derive_says(row: dict[str, Any], projects: dict[str, Path], tmp_path: Path) -> None:
+def test_the_bundle_runs_the_pinned_image_as_derive_says(
+    row: dict[str, Any], projects: dict[str, Path], tmp_path: Path
+) -> None:
     project = projects[IDS[ROWS.index(row)]]
     d = _derived(row)
     bundle = tmp_path / "bundle"
@@ -394,9 +401,9 @@ def test_the_bundle_refuses_an_image_that_is_not_pinned(projects: dict[str, Path
     for image in ("123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service:latest", "my-service@sha256:abc"):
         result = _bundle(projects[IDS[0]], "production", tmp_path / "b", image)
         assert result.returncode == 1 and "not an ECR image by digest" in result.stderr
-    broken = copy.deepcopy(yaml.safe_load(
-        (projects[IDS[0]] / "deploy/aws_eb/.ebextensions/migrations.config").read_text()
-    ))
+    broken = copy.deepcopy(
+        yaml.safe_load((projects[IDS[0]] / "deploy/aws_eb/.ebextensions/migrations.config").read_text())
+    )
     broken["container_commands"]["01_migrate"]["leaderOnly"] = True
     assert _errors("ebextensions-config.schema.json", broken) != []
 
@@ -454,7 +461,9 @@ def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_p
     assert state.get("refused", []) == [], "every call passed botocore's model"
     commit = run(["git", "rev-parse", "--short=12", "HEAD"], cwd=eb_project, env=dict(os.environ)).stdout.strip()
     tagged = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service:{commit}"
-    assert ["push", tagged] in state["engine"] and any(c[:3] == ["build", "--platform", "linux/amd64"] for c in state["engine"])
+    assert ["push", tagged] in state["engine"] and any(
+        c[:3] == ["build", "--platform", "linux/amd64"] for c in state["engine"]
+    )
     (create,) = _called(state, "elasticbeanstalk", "create-application-version")
     assert "--process" in create and _arg(create, "--version-label") == commit
     bucket, key = re.fullmatch(r"S3Bucket=(.+),S3Key=(.+)", _arg(create, "--source-bundle")).groups()
@@ -470,7 +479,9 @@ def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_p
     assert _arg(update, "--version-label") == commit
     assert _arg(update, "--environment-name") == d["eb_environment_names"]["staging"]
     order = [" ".join(c[:2]) for c in state["calls"]]
-    assert order.index("elasticbeanstalk create-application-version") < order.index("elasticbeanstalk update-environment")
+    assert order.index("elasticbeanstalk create-application-version") < order.index(
+        "elasticbeanstalk update-environment"
+    )
     assert "Deployed" in result.stdout and "awseb-e-1" in result.stdout
 
 
@@ -516,12 +527,18 @@ def test_deploy_needs_the_stack(eb_project: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
-        (["elasticbeanstalk", "update-environment", "--environment-nam", "e", "--version-label", "v"], "Unknown options"),
+        (
+            ["elasticbeanstalk", "update-environment", "--environment-nam", "e", "--version-label", "v"],
+            "Unknown options",
+        ),
         (["elasticbeanstalk", "create-application-version", "--version-label", "v"], "ApplicationName"),
         (["elasticbeanstalk", "describe-events", "--severity", "LOUD"], "is not one of"),
         (["elasticbeanstalk", "wait-for-green"], "Invalid choice"),
         (["ecr", "describe-images", "--repository-name", "r", "--image-ids", "tag=x"], "unknown key 'tag'"),
-        (["elasticbeanstalk", "describe-environments", "--query", "Environments[0].[", "--output", "text"], "Bad value for --query"),
+        (
+            ["elasticbeanstalk", "describe-environments", "--query", "Environments[0].[", "--output", "text"],
+            "Bad value for --query",
+        ),
     ],
 )
 def test_the_fake_cli_refuses_what_the_real_one_would(args: list[str], reason: str, tmp_path: Path) -> None:
@@ -554,3 +571,18 @@ def test_docs_page_covers_the_platform(projects: dict[str, Path]) -> None:
             assert secret in text
         assert ("leader_only" in text) == (row["database"] != "none")
         assert "docs/deploy/elastic-beanstalk.md" in context.PLATFORM_NEXT_STEPS["aws_eb"]
+
+
+def test_a_wrong_argument_in_deploy_sh_stops_the_deploy(eb_project: Path, tmp_path: Path) -> None:
+    """The fake refuses what the CLI would: a misspelled option in the script itself fails it."""
+    script = eb_project / "deploy/aws_eb/deploy.sh"
+    original = script.read_text()
+    assert original.count("--version-labels") >= 2
+    try:
+        script.write_text(original.replace("--version-labels", "--version-label", 1))
+        result, state = _deploy(eb_project, tmp_path, image_exists=True)
+    finally:
+        script.write_text(original)
+    assert result.returncode == 252 and "Unknown options: --version-label" in result.stderr
+    assert [r["call"][:2] for r in state["refused"]] == [["elasticbeanstalk", "describe-application-versions"]]
+    assert _called(state, "elasticbeanstalk", "update-environment") == []

@@ -247,7 +247,8 @@ def read_aws_eb(project: Path, facts: Facts) -> None:
     migration = eb / ".ebextensions/migrations.config"
     if migration.exists():
         (command,) = yaml.safe_load(migration.read_text())["container_commands"].values()
-        facts.add("migration_argv", "EB leader-only container command", shlex.split(command["command"].split('"$image"')[1]))
+        tail = command["command"].split('"$image"')[1]  # what runs in the image
+        facts.add("migration_argv", "EB leader-only container command", shlex.split(tail))
     else:
         facts.add("migration_argv", "EB leader-only container command", [])
 
