@@ -151,6 +151,7 @@ PLATFORM_DIRS = {
     "railway": "railway",
     "digitalocean": "digitalocean",
     "aws_ecs": "aws",
+    "aws_eb": "aws_eb",
     "kubernetes": "k8s",
     "vm": "vm",
 }
@@ -160,6 +161,10 @@ PLATFORM_NEXT_STEPS = {
     " (docs/deploy/railway.md).",
     "digitalocean": "DigitalOcean: `scripts/deploy.sh digitalocean staging` with doctl (docs/deploy/digitalocean.md).",
     "aws_ecs": "AWS ECS: create the stack, then `scripts/deploy.sh aws_ecs staging` (docs/deploy/aws.md).",
+    "aws_eb": (
+        "AWS Elastic Beanstalk: create the stack, then `scripts/deploy.sh aws_eb staging`"
+        " (docs/deploy/elastic-beanstalk.md)."
+    ),
     "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
     "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
 }
@@ -261,6 +266,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                 "cpu_units": 256,
                 "memory_mib": 512,
                 "do_instance_size": "apps-s-1vcpu-0.5gb",
+                # Elastic Beanstalk EC2 instance type (web and worker containers share it).
+                "eb_instance_type": "t3.small",
             },
             "production": {
                 "replicas": 2,
@@ -271,6 +278,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                 "memory_mib": 1024,
                 # Autoscaling on App Platform needs a dedicated-CPU size.
                 "do_instance_size": "apps-d-1vcpu-1gb",
+                "eb_instance_type": "t3.medium",
             },
         },
         "autoscale_cpu_percent": AUTOSCALE_CPU_PERCENT,
@@ -288,6 +296,11 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "do_app_names": {
             "production": slug[:32].rstrip("-"),
             "staging": slug[:24].rstrip("-") + "-staging",
+        },
+        # Elastic Beanstalk environment names: 4 to 40 characters, per environment.
+        "eb_environment_names": {
+            "production": slug[:29].rstrip("-") + "-production",
+            "staging": slug[:32].rstrip("-") + "-staging",
         },
         "uses_redis": bool(answers.get("redis")),
         # The app opens connections at start-up (a lifespan, ready checks): database or Redis.

@@ -14,10 +14,11 @@ PLATFORM_SETS: list[tuple[str, ...]] = [
     ("railway",),
     ("digitalocean",),
     ("aws_ecs",),
+    ("aws_eb",),
     ("kubernetes",),
     ("vm",),
     ("railway", "vm"),
-    ("railway", "digitalocean", "aws_ecs", "kubernetes", "vm"),
+    ("railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"),
 ]
 EXTRAS = [  # (redis, worker)
     (False, "none"),

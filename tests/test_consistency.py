@@ -28,7 +28,7 @@ from deploy_checks import (
     one,
 )
 
-ALL = ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"]
+ALL = ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"]
 SETS: dict[str, dict[str, Any]] = {
     "postgresql-gunicorn-celery-domain": {
         "platforms": ALL,
@@ -53,6 +53,7 @@ PLATFORM_FILES = {
     "railway": [".railway/railway.ts", ".railway/package.json", "deploy/railway/deploy.sh"],
     "digitalocean": [".do/app.yaml", ".do/deploy.template.yaml"],
     "aws_ecs": ["deploy/aws/task-definition.json", "deploy/aws/cloudformation.yaml", "deploy/aws/deploy.sh"],
+    "aws_eb": ["deploy/aws_eb/cloudformation.yaml", "deploy/aws_eb/docker-compose.yml", "deploy/aws_eb/deploy.sh"],
     "kubernetes": ["deploy/k8s/overlays/staging", "deploy/k8s/overlays/production"],
     "vm": ["deploy/vm/compose.prod.yaml", "deploy/vm/deploy.sh"],
 }
@@ -241,6 +242,36 @@ def read_aws(project: Path, facts: Facts) -> None:
         facts.add("migration_argv", "ECS deploy.sh migration override", [])
 
 
+def read_aws_eb(project: Path, facts: Facts) -> None:
+    eb = project / "deploy/aws_eb"
+    stack = yaml.load((eb / "cloudformation.yaml").read_text(), Loader=_CfnLoader)  # a SafeLoader subclass
+    settings = stack["Resources"]["BeanstalkEnvironment"]["Properties"]["OptionSettings"]
+    options = {(o["Namespace"], o["OptionName"]): o["Value"] for o in settings if "Namespace" in o}
+    environment = {n: v for (ns, n), v in options.items() if ns == "aws:elasticbeanstalk:application:environment"}
+    process = "aws:elasticbeanstalk:environment:process:default"
+    facts.add("port", "EB env PORT", int(environment["PORT"]))
+    facts.add("graceful_timeout", "EB env GRACEFUL_TIMEOUT", int(environment["GRACEFUL_TIMEOUT"]))
+    facts.add("graceful_timeout", "EB process DeregistrationDelay", int(options[process, "DeregistrationDelay"]))
+    facts.add("ready_path", "EB process HealthCheckPath", options[process, "HealthCheckPath"])
+    compose = yaml.safe_load((eb / "docker-compose.yml").read_text())
+    web = compose["services"]["web"]
+    host, container = web["ports"][0].split(":")
+    facts.add("port", "EB compose web container port", int(container))
+    facts.add("eb_process_port", "EB compose web host port", (host, options[process, "Port"]))
+    for name, service in compose["services"].items():
+        facts.add("kill_timeout", f"EB compose {name} stop_grace_period", int(service["stop_grace_period"].rstrip("s")))
+        facts.add("uid", f"EB compose {name} user", int(service["user"].split(":")[0]))
+    if "worker" in compose["services"]:
+        facts.add("worker_argv", "EB compose worker command", compose["services"]["worker"]["command"])
+    migration = eb / ".ebextensions/migrations.config"
+    if migration.exists():
+        (command,) = yaml.safe_load(migration.read_text())["container_commands"].values()
+        tail = command["command"].split('"$image"')[1]  # what runs in the image
+        facts.add("migration_argv", "EB leader-only container command", shlex.split(tail))
+    else:
+        facts.add("migration_argv", "EB leader-only container command", [])
+
+
 def read_kubernetes(project: Path, facts: Facts) -> None:
     k8s = project / "deploy/k8s"
     for environment in ("staging", "production"):
@@ -307,6 +338,7 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
         "railway": lambda: read_railway(project, facts, tmp_path / "railway-eval"),
         "digitalocean": lambda: read_digitalocean(project, facts),
         "aws_ecs": lambda: read_aws(project, facts),
+        "aws_eb": lambda: read_aws_eb(project, facts),
         "kubernetes": lambda: read_kubernetes(project, facts),
         "vm": lambda: read_vm(project, facts, env_file),
     }
@@ -329,6 +361,7 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
         "uid": values["app_uid"],
         "stop_signal": "SIGTERM",
         "migrates": values["has_db"],
+        "eb_process_port": ("80", "80"),  # the load balancer's process port is the host port compose maps
     }
     disagreements = [
         f"{what}: {where} says {value!r}, derive() says {expected[what]!r}"
@@ -343,6 +376,7 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
         "railway": "railway.ts",
         "digitalocean": "DO ",
         "aws_ecs": ("ECS", "CloudFormation"),
+        "aws_eb": "EB ",
         "kubernetes": "k8s",
         "vm": "VM ",
     }

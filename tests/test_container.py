@@ -11,6 +11,7 @@ hadolint runs over the Dockerfiles of many answer combinations; needs no engine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -292,6 +293,44 @@ def test_image_migrates_serves_read_only_as_non_root(
         not_ready = httpx.get(base2 + box.context["health_ready_path"], timeout=15)
         assert not_ready.status_code == 503, not_ready.text
         assert "database" in not_ready.json()["checks"]
+
+
+@CONTAINER
+def test_beanstalk_leader_only_migration_runs_in_the_image(
+    engine: Engine,
+    built: Callable[[str], Built],
+    fresh_database: Callable[[str], str],
+    template_src: Path,
+    tmp_path: Path,
+) -> None:
+    """The container command of deploy/aws_eb/.ebextensions/migrations.config, run for real: its
+    `docker run` with every flag it passes, on the built image, the variables it forwards set as
+    Elastic Beanstalk sets them, against a real PostgreSQL. Only the ECR login is left out (no
+    registry here); where the command runs and how often is Elastic Beanstalk's part."""
+    box = built("defaults")
+    project = render_template(template_src, tmp_path / "eb", platforms=["aws_eb"], ci="none")
+    config = yaml.safe_load((project / "deploy/aws_eb/.ebextensions/migrations.config").read_text())
+    (command,) = config["container_commands"].values()
+    docker_run = command["command"].split("&&")[-1].split()
+    assert docker_run[:2] == ["docker", "run"], command["command"]
+    args = [box.tag if a == '"$image"' else a for a in docker_run[2:]]
+    assert box.tag in args
+    forwarded = [value for flag, value in itertools.pairwise(args) if flag == "--env"]
+    assert {"DATABASE_URL", "SECRET_KEY"} <= set(forwarded), forwarded
+    variables = {"ENVIRONMENT": "staging", "LOG_LEVEL": "INFO", "SECRET_KEY": secrets.token_urlsafe(48)}
+    variables["DATABASE_URL"] = fresh_database("postgresql")
+    env = {**os.environ, **variables}
+    result = subprocess.run(
+        [*engine.exe, "run", *engine.run_flags, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    migration = box.context["migration_argv"]
+    assert args[-len(migration) :] == migration
+    check = [*args[: -len(migration)], "alembic", "current"]
+    current = subprocess.run(
+        [*engine.exe, "run", *engine.run_flags, *check], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert current.returncode == 0 and "(head)" in current.stdout, current.stdout + current.stderr
 
 
 @CONTAINER

@@ -81,6 +81,8 @@ def test_sqlite_refusals_name_the_platforms() -> None:
     assert filters.sqlite_refusals(["railway", "vm"], "sqlite") == []
     assert filters.sqlite_refusals(["aws_ecs", "vm", "kubernetes"], "sqlite") == ["aws_ecs", "kubernetes"]
     assert filters.sqlite_refusals(["aws_ecs"], "postgresql") == []
+    assert filters.sqlite_refusals(["railway", "aws_eb", "vm"], "sqlite") == ["aws_eb"]
+    assert "several instances" in filters.sqlite_refusal_reason(["aws_eb"], "sqlite")
     assert "ephemeral" in filters.sqlite_refusal_reason(["aws_ecs"], "sqlite")
 
 

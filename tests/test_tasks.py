@@ -275,7 +275,7 @@ def test_migrations_step_creates_a_missing_initial_revision_and_catches_a_model_
 
 
 MAXIMAL = {
-    "platforms": ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"],
+    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
     "domain": "api.example.com",
     "redis": True,
     "worker": "celery",
