@@ -14,8 +14,8 @@ setup:  ## install uv if missing, then the template's tools (Copier, its Jinja e
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) sync --quiet
 
-new: setup  ## render a project with the defaults into $(DEST)
-	$(UV) run copier copy --trust --defaults --vcs-ref HEAD . "$(DEST)"
+new: setup  ## render a project with the defaults into $(DEST); exits non-zero when a task step failed
+	$(UV) run copier copy --trust --defaults --no-cleanup --vcs-ref HEAD . "$(DEST)"
 
 test-fast: setup  ## the tests marked fast: no server, container engine or synced project (tests/conftest.py)
 	$(UV) run pytest -n 2 --dist loadgroup -m fast $(PYTEST_ARGS)

@@ -53,6 +53,52 @@ PROJECT_ENV = {
 }
 PROJECT_ENV.pop("VIRTUAL_ENV")
 
+_HOST_PYTHON_PROBLEMS: dict[str, str] = {}
+
+
+def _on_path(version: str) -> bool:
+    """A working python<version> on PATH (a pyenv shim for a version pyenv lacks does not count)."""
+    found = shutil.which(f"python{version}", path=os.environ["PATH"])
+    if found is None:
+        return False
+    probe = subprocess.run([found, "-c", "pass"], capture_output=True, env={**os.environ, "PYENV_VERSION": version})
+    return probe.returncode == 0
+
+
+def host_python(version: str) -> str | None:
+    """Make python<version> findable by uv where neither the system nor pyenv has it (3.14 and
+    3.15 here): the interpreter of Debian's package from tests/containers.py's root, built once per
+    machine and kept in the temporary folder. Its folder goes first on PATH for this session and
+    every generated project. None when the interpreter is there, else the reason it is not."""
+    if version in _HOST_PYTHON_PROBLEMS:
+        return _HOST_PYTHON_PROBLEMS[version] or None
+    problem = ""
+    if not _on_path(version):
+        from containers import host_python_dir
+
+        try:
+            folder = str(host_python_dir(version))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            problem = f"Python {version} is not installed and no Debian root for it could be built here: {exc}"
+        else:
+            for env in (os.environ, PROJECT_ENV):
+                env["PATH"] = folder + os.pathsep + env["PATH"]
+    _HOST_PYTHON_PROBLEMS[version] = problem
+    return problem or None
+
+
+def default_python() -> str:
+    from containers import derive
+
+    return derive({})["python"]["version"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_python_on_path() -> None:
+    """The default Python of the template: every render without python_version (and its lock
+    task) needs it."""
+    host_python(default_python())
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
@@ -168,6 +214,10 @@ def template_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def render_template(src: Path, dest: Path, *, tasks: bool = False, **answers: Any) -> Path:
     from copier import run_copy
 
+    if tasks:  # the lock task resolves for the project's Python
+        problem = host_python(answers.get("python_version") or default_python())
+        need(problem is None, problem or "")
+
     run_copy(
         str(src),
         str(dest),
@@ -205,6 +255,8 @@ def project(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Cal
     def _project(**answers: Any) -> Path:
         key = json.dumps(answers, sort_keys=True)
         if key not in _PROJECTS:
+            problem = host_python(answers.get("python_version") or default_python())
+            need(problem is None, problem or "")
             dest = tmp_path_factory.mktemp("project") / (answers.get("project_slug") or "my-service")
             render_template(template_src, dest, **answers)
             run([UV, "sync", "--quiet"], cwd=dest, timeout=900)
