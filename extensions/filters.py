@@ -39,6 +39,7 @@ SQLITE_REFUSED = {
     "digitalocean": "App Platform containers have no persistent disk",
     "aws_ecs": "Fargate tasks have ephemeral storage and the service runs several tasks",
     "kubernetes": "the Deployment runs several replicas that cannot share one SQLite file",
+    "aws_eb": "Elastic Beanstalk runs several instances and replaces them on every deploy, losing the file",
 }
 
 

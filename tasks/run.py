@@ -11,6 +11,7 @@ with its own interpreter; run it by hand from the project's folder to re-run one
     python <template>/tasks/run.py all            # the five, in that order (what a copy runs)
     python <template>/tasks/run.py after-update   # secrets, lock, secret-check (after an update)
     python <template>/tasks/run.py move OLD NEW   # follow a path the template moved (before an update)
+    python <template>/tasks/run.py railway-iac --stage before|after --from REF  # retire railway.json
 
 Every step is idempotent. A failure names the step, the cause, the fix and the command that
 re-runs that step alone, and the exit status is 1 (2 for a usage error).
@@ -32,6 +33,7 @@ try:
     import step_lock
     import step_migrations
     import step_move
+    import step_railway_iac
     import step_secret_check
     import step_secrets
     from common import Project, StepFailed, StepSkipped, rerun_command, say, write_status
@@ -122,8 +124,10 @@ def summary(sequence: str, outcomes: dict[str, str], project: Project) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=[*STEPS, *SEQUENCES, "move"])
+    parser.add_argument("step", choices=[*STEPS, *SEQUENCES, "move", "railway-iac"])
     parser.add_argument("paths", nargs="*", help="for move: OLD NEW, relative to the project")
+    parser.add_argument("--from", dest="ref", default="", help="for railway-iac: the release updated from")
+    parser.add_argument("--stage", choices=["before", "after"], default="after", help="for railway-iac")
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="the project folder (default: here)")
     parser.add_argument(
         "--on-failure",
@@ -139,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("move needs OLD and NEW")
         old, new = args.paths
         ok = run_one("move", lambda p: step_move.run_step(p, old, new), project, args.on_failure) != FAILED
+    elif args.step == "railway-iac":
+        stage = step_railway_iac.before if args.stage == "before" else step_railway_iac.after
+        ok = run_one("railway-iac", lambda p: stage(p, args.ref), project, args.on_failure) != FAILED
     else:
         if args.paths:
             parser.error(f"{args.step} takes no paths")

@@ -14,10 +14,11 @@ PLATFORM_SETS: list[tuple[str, ...]] = [
     ("railway",),
     ("digitalocean",),
     ("aws_ecs",),
+    ("aws_eb",),
     ("kubernetes",),
     ("vm",),
     ("railway", "vm"),
-    ("railway", "digitalocean", "aws_ecs", "kubernetes", "vm"),
+    ("railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"),
 ]
 EXTRAS = [  # (redis, worker)
     (False, "none"),
@@ -34,7 +35,7 @@ FACTORS: dict[str, list[Any]] = {
     "ci": ["github", "gitlab", "none"],
     "sentry": [False, True],
     "metrics": [False, True],
-    "python_version": ["3.11", "3.12", "3.13"],
+    "python_version": ["3.11", "3.12", "3.13", "3.14", "3.15"],  # every choice of copier.yml
     "domain": ["", "api.example.com"],
 }
 SQLITE_PLATFORMS = {"railway", "vm"}

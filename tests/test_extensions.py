@@ -81,6 +81,8 @@ def test_sqlite_refusals_name_the_platforms() -> None:
     assert filters.sqlite_refusals(["railway", "vm"], "sqlite") == []
     assert filters.sqlite_refusals(["aws_ecs", "vm", "kubernetes"], "sqlite") == ["aws_ecs", "kubernetes"]
     assert filters.sqlite_refusals(["aws_ecs"], "postgresql") == []
+    assert filters.sqlite_refusals(["railway", "aws_eb", "vm"], "sqlite") == ["aws_eb"]
+    assert "several instances" in filters.sqlite_refusal_reason(["aws_eb"], "sqlite")
     assert "ephemeral" in filters.sqlite_refusal_reason(["aws_ecs"], "sqlite")
 
 
@@ -174,6 +176,22 @@ def test_hook_updates_the_context_in_place() -> None:
         _copier_conf={}, database="mysql", package_name="shop"
     )
     assert rendered == "8000 mysql+aiomysql /health/ready"
+
+
+def test_derive_railway_values() -> None:
+    """Railway's overlap fits in the kill timeout with the graceful one, and its managed
+    resources run the same server lines as compose."""
+    for database, engine in (("postgresql", "postgres"), ("mysql", "mysql")):
+        d = context.derive({"database": database, "redis": True, "platforms": ["railway"]})
+        assert d["overlap_seconds"] > 0 and d["overlap_seconds"] + d["graceful_timeout"] <= d["kill_timeout"]
+        assert d["railway_database"]["engine"] == engine
+        assert d["railway_database"]["image"].endswith(f":{d['db_version']}")
+        assert d["railway_redis"]["image"] == f"redis:{d['redis_version']}"
+    for database in ("sqlite", "none"):
+        assert context.derive({"database": database})["railway_database"] is None
+    assert context.derive({"redis": False})["railway_redis"] is None
+    start = context.derive({"database": "sqlite", "package_name": "shop"})["railway_sqlite_start"]
+    assert start == '/bin/sh -c "alembic upgrade head && exec python -m shop.serve"'
 
 
 # ---------------------------------------------------------------------------------------------

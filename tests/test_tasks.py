@@ -32,7 +32,7 @@ from tasks_support import (
 
 PLACEHOLDER = "_your_"
 # One worker runs this module, so the copy with every task is made once.
-pytestmark = pytest.mark.xdist_group("tasks")
+pytestmark = [pytest.mark.xdist_group("tasks"), pytest.mark.slow]  # real tasks: uv lock, git, detect-secrets
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +275,7 @@ def test_migrations_step_creates_a_missing_initial_revision_and_catches_a_model_
 
 
 MAXIMAL = {
-    "platforms": ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"],
+    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
     "domain": "api.example.com",
     "redis": True,
     "worker": "celery",
