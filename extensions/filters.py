@@ -5,6 +5,7 @@ Kept free of Copier imports so tests can call the functions directly.
 
 from __future__ import annotations
 
+import json
 import keyword
 import re
 import unicodedata
@@ -82,6 +83,11 @@ def sqlite_refusal_reason(platforms: Iterable[str], database: str) -> str:
     return " ".join(r[0].upper() + r[1:] for r in reasons)
 
 
+def ts_str(value: object) -> str:
+    """A TypeScript string literal of value: JSON's escaping, without Jinja's HTML escapes (&&)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
 class NamingFilters(Extension):
     """Registers the filters and tests above in Copier's Jinja environment."""
 
@@ -98,4 +104,5 @@ class NamingFilters(Extension):
             split_origins=split_origins,
             sqlite_refusals=sqlite_refusals,
             sqlite_refusal_reason=sqlite_refusal_reason,
+            ts_str=ts_str,
         )

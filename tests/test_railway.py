@@ -551,3 +551,28 @@ def test_ci_deploy_jobs_install_a_cli_the_sdk_accepts(railway_sdk: Path, rendere
         assert runs[-1].startswith("scripts/deploy.sh railway "), runs
         checked.add(ci)
     assert checked == {"github", "gitlab"}
+
+
+def test_ts_str_keeps_any_text_one_string_literal() -> None:
+    """The filter every answer goes through into railway.ts: Node reads back exactly the text."""
+    import importlib.util
+    import subprocess
+
+    from railway_iac import node
+
+    spec = importlib.util.spec_from_file_location("fd_filters", Path(__file__).parent.parent / "extensions/filters.py")
+    assert spec and spec.loader
+    filters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filters)
+    texts = [
+        'a "quoted" \\ back',
+        "line\nbreak\ttab",
+        "${inject} `tick` */ //",
+        "a && b",
+        "caf\u00e9 \u2028\u2029 \x00",
+    ]
+    program = "process.stdout.write(JSON.stringify([" + ", ".join(filters.ts_str(t) for t in texts) + "]));"
+    result = subprocess.run([str(node()), "-e", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == texts
+    assert filters.ts_str("a && b") == '"a && b"'
