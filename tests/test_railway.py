@@ -374,10 +374,16 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
     import subprocess
     import sys
 
-    from railway_iac import EVALUATE_JS, node
+    from railway_iac import EVALUATE_JS, NPM_CACHE, node, npm_cli
 
     def _run(
-        project: Path, args: list[str], *, sdk_installed: bool = True, files: dict[str, str] | None = None, **state: Any
+        project: Path,
+        args: list[str],
+        *,
+        sdk_installed: bool = True,
+        real_npm: bool = False,
+        files: dict[str, str] | None = None,
+        **state: Any,
     ) -> Any:
         work = tmp_path / "work" / project.name
         if not work.exists():
@@ -390,10 +396,14 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
         bin_dir.mkdir(exist_ok=True)
         (bin_dir / "railway").write_text(FAKE_RAILWAY.replace("PYTHON", sys.executable, 1))
         (bin_dir / "railway").chmod(0o755)
-        # npm cannot reach a registry in this test: the recording npm fails as an offline one would.
-        (bin_dir / "npm").write_text(
-            '#!/bin/sh\necho "npm $*" >>"$FAKE_STATE.npm"\necho \'npm error network\' >&2\nexit 1\n'
-        )
+        if real_npm:  # npm itself, offline, from the cache the SDK was installed with
+            (bin_dir / "npm").write_text(
+                f'#!/bin/sh\nexec "{node()}" "{npm_cli()}" --offline --cache="{NPM_CACHE}" "$@"\n'
+            )
+        else:  # npm that cannot reach a registry, as an offline one would
+            (bin_dir / "npm").write_text(
+                '#!/bin/sh\necho "npm $*" >>"$FAKE_STATE.npm"\necho \'npm error network\' >&2\nexit 1\n'
+            )
         (bin_dir / "npm").chmod(0o755)
         (bin_dir / "node").symlink_to(node()) if not (bin_dir / "node").exists() else None
         evaluate_js = tmp_path / "evaluate.mjs"
@@ -576,3 +586,18 @@ def test_ts_str_keeps_any_text_one_string_literal() -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == texts
     assert filters.ts_str("a && b") == '"a && b"'
+
+
+def test_deploy_installs_the_pinned_sdk_with_npm(rendered: dict[str, Path], deploy_run: Any, tmp_path: Path) -> None:
+    """The sdk step's real npm command installs exactly the pin (offline, from the test's cache)."""
+    from railway_iac import packages
+
+    project = _project_with(rendered, platforms=["railway"])
+    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], sdk_installed=False, real_npm=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    railway = tmp_path / "work" / project.name / ".railway"
+    installed = json.loads((railway / "node_modules" / "railway" / "package.json").read_text())["version"]
+    assert installed == packages()["railway"]
+    assert not (railway / "node_modules" / "typescript").exists(), "--omit=dev: the type checker is not deployed"
+    assert not (railway / "package-lock.json").exists()
+    assert state["deployed"][0] == ["my-service", "staging"]
