@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, SHARED, render_template, run
+from conftest import ROOT, render_template, run
 
 sys.path.insert(0, str(ROOT / "extensions"))
 import context  # extensions/context.py, the single source of derived values
@@ -37,7 +37,7 @@ import context  # extensions/context.py, the single source of derived values
 pytestmark = pytest.mark.xdist_group("platforms")
 
 BIN = Path(sys.executable).parent
-SCHEMAS = SHARED / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"  # derived from DigitalOcean's OpenAPI description (README there)
 MINE = ("railway", "digitalocean", "aws_ecs")
 
 # Answer sets: every database each platform allows, both servers, and the extras that change the
