@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = FAILED not in outcomes.values()
         if len(names) > 1:
             say(args.step, summary(args.step, outcomes, project))
-        if args.step == "all":  # read by the closing message of `copier copy`
+        # Read by the closing message of `copier copy`, which Copier prints only when the task
+        # exits 0: with --on-failure exit and a failure there is no message, so no file either.
+        if args.step == "all" and (ok or args.on_failure == "report"):
             write_status(project.root, [name for name, outcome in outcomes.items() if outcome == FAILED])
     if ok or args.on_failure == "report":
         return 0
