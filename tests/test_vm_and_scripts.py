@@ -113,7 +113,7 @@ def test_deploy_dispatch_usage_and_exit_codes(rendered: Callable[..., Path]) -> 
     vm_default = sh([str(script), "vm"], project, env)
     assert "production VM" in vm_default.stderr
     railway = sh([str(script), "railway", "staging"], project, env)
-    assert railway.returncode == 127 and "railway CLI not found" in railway.stderr
+    assert railway.returncode == 127 and "railway not found" in railway.stderr and "railway CLI" in railway.stderr
 
 
 # ---------------------------------------------------------------------------------------------
