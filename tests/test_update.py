@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ MOVE_ENTRY = """  # 0.2.0 renamed migrations/versions: the user's revisions move
               "migrations/versions", "migrations/revisions"]
 """
 MARKER_RE = re.compile(rb"^(<<<<<<< |>>>>>>> )", re.MULTILINE)
+# 0.2.0 adds a requirement at the end of what the template owns in each list of pyproject.toml,
+# the very place where an unsorted list gets the user's `uv add`: the hardest case for a merge.
+RELEASE_REQUIREMENTS = {"dependencies = [": '"anyio>=4.6"', "dev = [": '"pluggy>=1.5"'}
+USER_ADDS = {"dependencies": "humanize", "dev": "pytest-cov"}
 # One worker runs this module, so the two-release template repository is built once.
 pytestmark = pytest.mark.xdist_group("update")
 
@@ -62,6 +67,9 @@ def template_repo(template_src: Path, tmp_path_factory: pytest.TempPathFactory) 
     lines.insert(builder[0] + 1, f'{indent}"watchPatterns": {json.dumps(WATCH_PATTERNS)},\n')
     railway.write_text("".join(lines))
 
+    pyproject = template / "pyproject.toml.jinja"
+    pyproject.write_text(_add_template_requirements(pyproject.read_text()))
+
     migrations = template / MIGRATIONS_DIR
     (migrations / "versions").rename(migrations / "revisions")
     alembic_ini = template / "{% if has_db %}alembic.ini{% endif %}.jinja"
@@ -84,6 +92,24 @@ def template_repo(template_src: Path, tmp_path_factory: pytest.TempPathFactory) 
     return repo
 
 
+def _add_template_requirements(text: str) -> str:
+    """Append RELEASE_REQUIREMENTS as the last requirement the template writes in each list."""
+    lines = text.splitlines(keepends=True)
+    for opening, requirement in RELEASE_REQUIREMENTS.items():
+        start = lines.index(opening + "\n")
+        end = start + 1
+        while lines[end].lstrip().startswith(("{%", '"')):  # Jinja blocks and requirements
+            end += 1
+        lines.insert(end, f"    {requirement},\n")
+    return "".join(lines)
+
+
+def _requirement_names(pyproject: Path) -> dict[str, list[str]]:
+    data = tomllib.loads(pyproject.read_text())
+    lists = {"dependencies": data["project"]["dependencies"], "dev": data["dependency-groups"]["dev"]}
+    return {key: [re.split(r"[\[<>=!~; ]", req, maxsplit=1)[0] for req in reqs] for key, reqs in lists.items()}
+
+
 def _user_changes(project: Path, package: str) -> dict[str, bytes]:
     """What a user does after generating: code, a dependency, a migration, .env. Returns the files."""
     env = task_env()
@@ -102,12 +128,10 @@ def _user_changes(project: Path, package: str) -> dict[str, bytes]:
         f"from {package}.pricing import label\n\n\ndef test_label() -> None:\n"
         '    assert label(1234567) == "1,234,567"\n'
     )
-    pyproject = project / "pyproject.toml"
-    text = pyproject.read_text()
-    assert '"fastapi>=' in text
-    pyproject.write_text(text.replace('    "fastapi>=', '    "humanize>=4.9",\n    "fastapi>=', 1))
-    result = sh([UV, "lock", "--quiet"], cwd=project, env=env)
-    assert result.returncode == 0, show(result)
+    # The way the README says to add a dependency (uv add also locks and syncs).
+    for args in (["add", USER_ADDS["dependencies"]], ["add", "--dev", USER_ADDS["dev"]]):
+        result = sh([UV, *args], cwd=project, env=env)
+        assert result.returncode == 0, show(result)
     # A migration made the way the README says, on a scratch SQLite database.
     scratch = {"DATABASE_URL": f"sqlite:///{project.parent / 'scratch.db'}"}
     for args in (["upgrade", "head"], ["revision", "--autogenerate", "-m", "add item note"]):
@@ -170,8 +194,15 @@ def test_update_brings_the_release_and_keeps_the_users_work(template_repo: Path,
     assert sorted(p.name for p in (project / "migrations" / "revisions").glob("*.py")) == sorted(
         [Path(n).name for n in user if "/versions/" in n] + ["20250101_0001_create_items.py"]
     )
-    assert '"humanize>=4.9"' in (project / "pyproject.toml").read_text()
-    assert 'name = "humanize"' in (project / "uv.lock").read_text()
+    # pyproject.toml merged: the user's `uv add`s and the release's requirements are all there,
+    # and the after-update lock step locked the merged file.
+    names = _requirement_names(project / "pyproject.toml")
+    for key, requirement in zip(names, RELEASE_REQUIREMENTS.values(), strict=True):
+        assert {USER_ADDS[key], requirement.strip('"').split(">=")[0]} <= set(names[key]), names
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    (own,) = [package for package in lock["package"] if package["name"] == answers["project_slug"]]
+    assert {"humanize", "anyio"} <= {dep["name"] for dep in own["dependencies"]}
+    assert {"pytest-cov", "pluggy"} <= {dep["name"] for dep in own["dev-dependencies"]["dev"]}
 
     # No conflicts, no rejects; .env byte for byte, secrets not regenerated nor recorded.
     assert sh(["git", "ls-files", "--unmerged"], cwd=project).stdout == ""
