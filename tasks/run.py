@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 try:
+    import conflicts
     import step_git
     import step_lock
     import step_migrations
@@ -56,11 +57,14 @@ SEQUENCES = {
 }
 
 
-def run_one(name: str, step: Callable[[Project], str], project: Project, on_failure: str) -> bool:
-    """Run one step and report it; True when it did not fail."""
+def run_one(name: str, step: Callable[[Project], str], project: Project, on_failure: str) -> bool | None:
+    """Run one step and report it; True when it did not fail, None when conflicts held it back."""
     project.notes.clear()
     try:
         message = step(project)
+    except conflicts.Conflicted as held:
+        say(name, f"not run: it reads {held}, which still hold conflict markers from the update")
+        return None
     except StepSkipped as skipped:
         say(name, f"skipped: {skipped.reason}")
         if skipped.later:
@@ -111,11 +115,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.paths:
             parser.error(f"{args.step} takes no paths")
         names = SEQUENCES.get(args.step, [args.step])
+        left = conflicts.find(project) if args.step == "after-update" else {}
+        if left:  # first, so the steps' own notes below read as consequences
+            listing = "\n".join(f"    {item}" for item in conflicts.describe(left).split("; "))
+            say(args.step, f"the update left conflicts in {len(left)} file(s):\n{listing}")
         results = [run_one(name, STEPS[name], project, args.on_failure) for name in names]
-        ok = all(results)
-        if len(names) > 1 and not ok:
-            failed = [name for name, result in zip(names, results, strict=True) if not result]
+        failed = [name for name, result in zip(names, results, strict=True) if result is False]
+        held = [name for name, result in zip(names, results, strict=True) if result is None]
+        if len(names) > 1 and failed:
             say(args.step, f"{len(failed)} step(s) failed: {', '.join(failed)} (see above)")
+        if left or held:
+            say(
+                args.step,
+                f"next: {conflicts.HOW_TO_RESOLVE}, and run what "
+                + ("was held back" if held else "checks the merged files")
+                + f" ({', '.join(held or names)}):\n    {rerun_command(args.step, project)}",
+            )
+        # Conflicts are what an update may leave, not a failure of it: Copier then finishes
+        # and prints its after-update message. A step run by hand on a conflicted file fails.
+        ok = not failed and (args.step == "after-update" or not held)
     if ok or args.on_failure == "report":
         return 0
     return 1
