@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from combinations import pairwise, to_answers
-from conftest import run
+from conftest import PROJECT_ENV, UV, run
 
 ROWS = [to_answers(row) for row in pairwise()]
 IDS = [
@@ -85,6 +85,7 @@ def test_pairwise_combination_renders_clean(answers: dict[str, Any], render: Cal
     # ruff as configured by the generated pyproject.toml: no findings and no formatting diff.
     run(["ruff", "check", "--no-cache", "."], cwd=project)
     run(["ruff", "format", "--check", "--no-cache", "."], cwd=project)
+    _check_uv_add_lands_below_the_template(project)
 
 
 def test_pairwise_covers_every_pair() -> None:
@@ -121,3 +122,21 @@ def test_env_example_documents_every_setting_with_placeholders(render: Callable[
     assert {f.upper() for f in fields} <= names, f"undocumented: {({f.upper() for f in fields}) - names}"
     assert "SECRET_KEY=my_service_development_your_key_here" in example
     assert re.search(r"^DATABASE_URL=postgresql://my_service:my_service_development_your_password_here@", example, re.M)
+
+
+def _check_uv_add_lands_below_the_template(project: Path) -> None:
+    """`uv add` (offline: --frozen) puts the user's requirements after the template's own, so an
+    update that changes the template's lines merges with them (docs/update.md)."""
+    pyproject = project / "pyproject.toml"
+    before = pyproject.read_text().splitlines(keepends=True)
+    env = {**PROJECT_ENV, "UV_OFFLINE": "1"}
+    run([UV, "add", "--frozen", "humanize"], cwd=project, env=env)  # sorts among the template's
+    run([UV, "add", "--frozen", "--dev", "pytest-cov"], cwd=project, env=env)
+    expected = list(before)
+    for comment, line in (
+        ("end here: `uv add --dev`", '    "pytest-cov",\n'),
+        ("end here: `uv add`", '    "humanize",\n'),
+    ):
+        (at,) = [i for i, text in enumerate(before) if text.lstrip().startswith("#") and comment in text]
+        expected.insert(at + 1, line)
+    assert pyproject.read_text().splitlines(keepends=True) == expected
