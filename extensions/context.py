@@ -33,6 +33,8 @@ APP_UID = 10001
 # Redis major.minor line of the compose stack and every platform that provisions Redis.
 REDIS_VERSION = "7.4"
 REDIS_IMAGE = f"redis:{REDIS_VERSION}-alpine"
+# The worker in a sentence, with its article: arq is written lower-case, Celery is a name.
+WORKER_PHRASES = {"arq": "an arq worker", "celery": "a Celery worker"}
 
 
 def _next_minor(version: str) -> str:
@@ -203,6 +205,18 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "platform_dirs": PLATFORM_DIRS,
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),
+        # Prose, so no file writes "an celery worker" or "tests against none".
+        "worker_phrase": WORKER_PHRASES.get(worker, ""),
+        "stack_summary": ", ".join(
+            [f"FastAPI on {server}"]
+            + ([db["label"]] if has_db else [])
+            + (["Redis"] if answers.get("redis") else [])
+            + ([WORKER_PHRASES[worker]] if worker in WORKER_PHRASES else [])
+        ),
+        # What the CI tests run against: "a real PostgreSQL server", "SQLite", or "" (no database).
+        "tests_against": (
+            f"a real {db['label']} server" if database in ("postgresql", "mysql") else db["label"] if has_db else ""
+        ),
     }
 
 

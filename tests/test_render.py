@@ -14,6 +14,7 @@ import pytest
 import yaml
 from combinations import pairwise, to_answers
 from conftest import PROJECT_ENV, UV, run
+from test_words import check_words
 
 ROWS = [to_answers(row) for row in pairwise()]
 IDS = [
@@ -86,6 +87,7 @@ def test_pairwise_combination_renders_clean(answers: dict[str, Any], render: Cal
     run(["ruff", "check", "--no-cache", "."], cwd=project)
     run(["ruff", "format", "--check", "--no-cache", "."], cwd=project)
     _check_uv_add_lands_below_the_template(project)
+    check_words(project)  # tests/test_words.py: "an arq worker", nothing about a database it has not
 
 
 def test_pairwise_covers_every_pair() -> None:
