@@ -18,6 +18,7 @@ from combinations import pairwise, to_answers
 from conftest import PROJECT_ENV, UV, run
 
 ROWS = [to_answers(row) for row in pairwise()]
+pytestmark = pytest.mark.slow  # installs the projects' requirements, runs mypy 30-odd times
 
 
 @pytest.fixture(scope="module")
