@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -148,12 +149,24 @@ def test_reserved_words_are_refused_before_anything_is_written(
 
 def _check_uv_add_lands_below_the_template(project: Path) -> None:
     """`uv add` (offline: --frozen) puts the user's requirements after the template's own, so an
-    update that changes the template's lines merges with them (docs/update.md)."""
-    pyproject = project / "pyproject.toml"
-    before = pyproject.read_text().splitlines(keepends=True)
+    update that changes the template's lines merges with them (docs/update.md). It runs on a copy
+    of pyproject.toml whose requires-python this interpreter meets (where uv adds a requirement does not depend
+    on it; the project's own Python may not be installed here)."""
+    scratch = project.parent / f"{project.name}-uv-add"
+    scratch.mkdir()
+    here = f">={sys.version_info.major}.{sys.version_info.minor}"
+    text = re.sub(
+        r'^requires-python = "[^"]*"$',
+        f'requires-python = "{here}"',
+        (project / "pyproject.toml").read_text(),
+        flags=re.M,
+    )
+    pyproject = scratch / "pyproject.toml"
+    pyproject.write_text(text)
+    before = text.splitlines(keepends=True)
     env = {**PROJECT_ENV, "UV_OFFLINE": "1"}
-    run([UV, "add", "--frozen", "humanize"], cwd=project, env=env)  # sorts among the template's
-    run([UV, "add", "--frozen", "--dev", "pytest-cov"], cwd=project, env=env)
+    for args in (["humanize"], ["--dev", "pytest-cov"]):  # humanize would sort among the template's
+        run([UV, "add", "--frozen", "--python", sys.executable, *args], cwd=scratch, env=env)
     expected = list(before)
     for comment, line in (
         ("end here: `uv add --dev`", '    "pytest-cov",\n'),
