@@ -140,7 +140,7 @@ done
 """
 
 # The official image's docker.cnf: listen on every address, no DNS lookups of clients.
-MARIADB_CNF = "[mariadbd]\nbind-address = 0.0.0.0\nskip-name-resolve\nhost-cache-size = 0\n"
+MARIADB_CNF = "[mariadbd]\ndatadir = /var/lib/mysql\nbind-address = 0.0.0.0\nskip-name-resolve\nhost-cache-size = 0\n"
 
 
 def _root(name: str, packages: list[str], finish: Callable[[Path], None]) -> Path:
@@ -192,9 +192,7 @@ def redis_root() -> Path:
 
 def mariadb_root() -> Path:
     def finish(root: Path) -> None:
-        shutil.rmtree(root / "var/lib/mysql")  # the package's postinst made a data directory
-        (root / "var/lib/mysql").mkdir()
-        (root / "etc/mysql/mariadb.conf.d/99-standin.cnf").write_text(MARIADB_CNF)
+        pass  # build_standin_mariadb() prepares the data directory and the configuration
 
     return _root("mariadb", ["mariadb-server", "mariadb-client"], finish)
 
@@ -253,6 +251,12 @@ def build_standin_mariadb(engine: Engine, ref: str) -> None:
     root = mariadb_root()
     _script(root, MARIADB_ENTRYPOINT)
     _script(root, MARIADB_HEALTHCHECK, "healthcheck.sh")
+    # The package's postinst made a data directory where Debian keeps it (/var/lib/mariadb in
+    # forky); the official image's is /var/lib/mysql, where compose mounts its volume.
+    for sub in ("var/lib/mariadb", "var/lib/mysql"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+    (root / "var/lib/mysql").mkdir()
+    (root / "etc/mysql/mariadb.conf.d/99-standin.cnf").write_text(MARIADB_CNF)
     _import(
         engine,
         root,
