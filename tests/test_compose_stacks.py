@@ -205,7 +205,8 @@ def _check_job(stack: Stack, item_id: int, result_key: str) -> None:
         timeout=60,
     )
     logs = stack.docker.run("logs", stack.container("worker"))
-    assert f"processing item {item_id}" in logs.stdout + logs.stderr
+    worker_log = logs.stdout + logs.stderr  # the worker's own line for the job, with its result
+    assert any(job_id in line and f"item {item_id} processed" in line for line in worker_log.splitlines()), worker_log
 
 
 def _check_stack(stack: Stack, label: str, result_key: str) -> None:
