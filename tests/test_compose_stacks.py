@@ -66,7 +66,9 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 90) -> float:
 class Stack:
     """A rendered project, its image built, and `docker compose` bound to one project name."""
 
-    def __init__(self, docker: Engine, template_src: Path, dest: Path, answers: dict[str, Any]) -> None:
+    def __init__(
+        self, docker: Engine, template_src: Path, dest: Path, answers: dict[str, Any], development: bool = False
+    ) -> None:
         self.docker = docker
         self.project = prepare_project(template_src, dest, answers)
         env_secret(self.project)
@@ -83,17 +85,24 @@ class Stack:
         self.port, self.name = _free_port(), f"fd-stack-{uuid.uuid4().hex[:8]}"
         self.env = {**os.environ, "IMAGE": image, "IMAGE_TAG": tag, "APP_PORT": str(self.port)}
         self.url = f"http://127.0.0.1:{self.port}"
-        self.files = ["-f", "compose.yaml"]
-        self.proxy_url = ""
+        self.files = ["-f", "compose.yaml", *(["-f", "compose.override.yaml"] if development else [])]
+        # compose.yaml publishes the proxy on the host's port 80 and the development override the
+        # database on 127.0.0.1:5432/3306; here they go to free loopback ports instead (parallel
+        # runs and the host's own servers), and nothing else changes.
+        ports: dict[str, str] = {}
+        self.proxy_url = self.db_port = ""
         if self.context["proxy_image"]:
-            # compose.yaml publishes the proxy on the host's port 80; here it goes to a free
-            # loopback port instead (parallel runs on one machine), and nothing else changes.
-            proxy_port = _free_port()
-            (self.project / "compose.test-ports.yaml").write_text(
-                f'services:\n  proxy:\n    ports: !override\n      - "127.0.0.1:{proxy_port}:80"\n'
-            )
+            self.proxy_url = f"http://127.0.0.1:{_free_port()}"
+            ports["proxy"] = f"{self.proxy_url.removeprefix('http://')}:80"
+        if development and answers.get("database") in ("postgresql", "mysql"):
+            self.db_port = str(_free_port())
+            ports["db"] = f"127.0.0.1:{self.db_port}:{5432 if answers['database'] == 'postgresql' else 3306}"
+        if ports:
+            lines = ["services:"]
+            for service, mapping in ports.items():
+                lines += [f"  {service}:", "    ports: !override", f'      - "{mapping}"']
+            (self.project / "compose.test-ports.yaml").write_text("\n".join(lines) + "\n")
             self.files += ["-f", "compose.test-ports.yaml"]
-            self.proxy_url = f"http://127.0.0.1:{proxy_port}"
 
     def compose(self, *args: str, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return run([_compose_tool(), "-p", self.name, *self.files, *args], cwd=self.project, env=self.env,
@@ -124,13 +133,13 @@ class Stack:
 def stacks(docker: Engine, template_src: Path, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     made: list[Stack] = []
 
-    def _make(name: str, **answers: Any) -> Stack:
+    def _make(name: str, development: bool = False, **answers: Any) -> Stack:
         project_answers = {"project_name": f"Stack {name}", **answers}
         context = derive(project_answers)
         refs = [context["db_image"], context["redis_image"] if answers.get("redis") else "", context["proxy_image"]]
         how = ensure_service_images(docker, [ref for ref in refs if ref])
         print(f"service images: {how}")
-        stack = Stack(docker, template_src, tmp_path / name, project_answers)
+        stack = Stack(docker, template_src, tmp_path / name, project_answers, development)
         made.append(stack)
         return stack
 
@@ -209,9 +218,10 @@ def _check_job(stack: Stack, item_id: int, result_key: str) -> None:
     assert any(job_id in line and f"item {item_id} processed" in line for line in worker_log.splitlines()), worker_log
 
 
-def _check_stack(stack: Stack, label: str, result_key: str) -> None:
-    seconds = stack.up_until_ready()
-    print(f"start-to-ready: {label} ready 200 in {seconds:.1f}s")
+def _check_stack(stack: Stack, label: str, result_key: str, up: bool = True) -> None:
+    if up:
+        seconds = stack.up_until_ready()
+        print(f"start-to-ready: {label} ready 200 in {seconds:.1f}s")
     _check_order_and_hardening(stack)
     created = httpx.post(stack.url + "/items", json={"name": "kept across down and up"}, timeout=5)
     assert created.status_code == 201, created.text
@@ -233,3 +243,21 @@ def test_postgresql_redis_arq_stack(stacks: Callable[..., Stack]) -> None:
 def test_mariadb_redis_celery_traefik_stack(stacks: Callable[..., Stack]) -> None:
     stack = stacks("maria-celery", database="mysql", redis=True, worker="celery", reverse_proxy="traefik")
     _check_stack(stack, "MariaDB + Redis + Celery + Traefik (through Traefik)", "celery-task-meta-%s")
+
+
+def test_postgresql_alone_with_the_development_override(stacks: Callable[..., Stack]) -> None:
+    """`docker compose up` with compose.override.yaml merged: the same checks (no worker), the
+    database published on loopback for local tools, and the mounted code reloads."""
+    stack = stacks("pg-dev", development=True, database="postgresql", redis=False, worker="none", reverse_proxy="none")
+    seconds = stack.up_until_ready()
+    print(f"start-to-ready: PostgreSQL alone, development override, ready 200 in {seconds:.1f}s")
+    pg_isready = shutil.which("pg_isready")
+    if pg_isready:  # the host's client, through the published port
+        run([pg_isready, "-h", "127.0.0.1", "-p", stack.db_port, "-t", "10"])
+    main_py = stack.project / "src" / stack.answers["package_name"] / "main.py"
+    main_py.write_text(main_py.read_text().replace('title="Stack pg-dev"', 'title="Stack pg-dev, reloaded"'))
+    _until(
+        lambda: httpx.get(stack.url + "/openapi.json", timeout=2).json()["info"]["title"] == "Stack pg-dev, reloaded",
+        "the development server did not reload the changed code",
+    )
+    _check_stack(stack, "PostgreSQL alone, development override", "", up=False)
