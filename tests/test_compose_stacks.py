@@ -261,3 +261,32 @@ def test_postgresql_alone_with_the_development_override(stacks: Callable[..., St
         "the development server did not reload the changed code",
     )
     _check_stack(stack, "PostgreSQL alone, development override", "", up=False)
+
+
+@pytest.mark.parametrize(
+    ("database", "wrong", "right"),
+    [
+        ("postgresql", '["CMD", "pg_is_ready"]', "pg_isready"),  # a command the image does not have
+        ("mysql", '["CMD", "healthcheck.sh", "--connect", "--innodb-initialized"]', "--innodb_initialized"),
+    ],
+    ids=["postgres", "mariadb"],
+)
+def test_a_broken_database_healthcheck_stops_the_stack(
+    stacks: Callable[..., Stack], database: str, wrong: str, right: str
+) -> None:
+    """The stand-ins check what the real images would: with a healthcheck command the image does
+    not know (a typo in compose.yaml), the database never turns healthy, `up` fails and neither
+    migrate nor the app starts. Timing only is shortened here, so the failure comes in seconds."""
+    stack = stacks(f"broken-{database}", database=database, redis=False, worker="none", reverse_proxy="none")
+    assert right in (stack.project / "compose.yaml").read_text()  # the rendered file has the right one
+    (stack.project / "compose.test-broken.yaml").write_text(
+        "services:\n  db:\n    healthcheck:\n"
+        f"      test: !override {wrong}\n      interval: 1s\n      retries: 3\n      start_period: 0s\n"
+    )
+    stack.files += ["-f", "compose.test-broken.yaml"]
+    result = stack.compose("up", "-d", "--no-build", check=False)
+    assert result.returncode != 0, "compose up succeeded with a broken database healthcheck"
+    assert "unhealthy" in result.stdout + result.stderr, result.stdout + result.stderr
+    for service in ("migrate", "app"):
+        state = stack.docker.inspect(stack.container(service), "{{.State.StartedAt}}")
+        assert state.startswith("0001-01-01"), f"{service} started although the database is unhealthy"
