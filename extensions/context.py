@@ -126,7 +126,10 @@ PLATFORM_NEXT_STEPS = {
     "railway": "Railway: see docs/deploy/railway.md, then `scripts/deploy.sh railway staging` (railway up).",
     "digitalocean": "DigitalOcean: `scripts/deploy.sh digitalocean staging` with doctl (docs/deploy/digitalocean.md).",
     "aws_ecs": "AWS ECS: create the stack, then `scripts/deploy.sh aws_ecs staging` (docs/deploy/aws.md).",
-    "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
+    "kubernetes": (
+        "Kubernetes: `IMAGE=ghcr.io/<owner>/<name> scripts/deploy.sh kubernetes staging` builds, pushes,"
+        " migrates and rolls out by digest (docs/deploy/kubernetes.md)."
+    ),
     "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
 }
 

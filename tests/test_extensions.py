@@ -174,3 +174,11 @@ def test_hook_updates_the_context_in_place() -> None:
         _copier_conf={}, database="mysql", package_name="shop"
     )
     assert rendered == "8000 mysql+aiomysql /health/ready"
+
+
+def test_every_next_step_is_the_platforms_deploy_script() -> None:
+    """Issue 13.6: the message after copy gives the one command that deploys, never a bare
+    `kubectl apply` of an image with no registry, no digest and no migrations."""
+    for platform, step in context.PLATFORM_NEXT_STEPS.items():
+        assert f"scripts/deploy.sh {platform}" in step, step
+        assert "kubectl apply" not in step, step

@@ -201,7 +201,12 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
     assert services == ({values["db_image"]} if values["db_is_server"] else set()) | (
         {values["redis_image"]} if values["uses_redis"] else set()
     )
-    assert any("docker build" in line for line in pipeline["build-image"]["script"])
+    assert any(
+        "docker build --platform " + values["image_platform"] in line for line in pipeline["build-image"]["script"]
+    )
+    # The deploy jobs receive the pushed image by digest (IMAGE_REF) from build-image's dotenv report.
+    assert pipeline["build-image"]["artifacts"]["reports"]["dotenv"] == "image.env"
+    assert any(line.startswith('echo "IMAGE_REF=') for line in pipeline["build-image"]["script"])
     text = path.read_text()
     assert not re.search(r"AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY", text)
     for platform in SETS[key]["platforms"]:
@@ -214,6 +219,8 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
         assert production["rules"][0]["when"] == "manual", "production waits for a person"
         if platform == "aws_ecs":
             assert template["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com"
+        if platform == "kubernetes":
+            assert not re.search(r"SKIP_BUILD|IMAGE=", " ".join(template["script"])), "k8s deploys IMAGE_REF"
 
 
 def test_gitlab_schema_is_really_checking(rendered: Callable[..., Path], tmp_path: Path) -> None:
@@ -266,6 +273,8 @@ def test_gitlab_docs_name_the_variables_the_deploy_jobs_read(rendered: Callable[
     assert names, "no external variables found"
     missing = sorted(name for name in names if f"`{name}`" not in docs)
     assert not missing, f"docs/ci.md does not say how to set {missing}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Supply chain and triggers (issue 13): who can start a deploy, what it runs, what it may touch.
 
