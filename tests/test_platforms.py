@@ -200,7 +200,17 @@ def test_app_platform_specs_are_valid_and_say_what_derive_says(row: dict[str, An
             assert "domains" not in spec
         (web,) = spec["services"]
         assert spec["ingress"]["rules"] == [{"match": {"path": {"prefix": "/"}}, "component": {"name": web["name"]}}]
-        assert web["dockerfile_path"] == "Dockerfile" and web["github"]["deploy_on_push"] is True
+        # Issue 13.3: every component runs the image CI built, by digest; nothing builds from a
+        # branch and nothing deploys on push, around CI and the production approval.
+        for component in [web, *spec.get("jobs", []), *spec.get("workers", [])]:
+            assert "github" not in component and "dockerfile_path" not in component, component["name"]
+            assert component["image"] == {
+                "registry_type": "GHCR",
+                "registry": "your-github-user",
+                "repository": d["image_name"],
+                "digest": "IMAGE_DIGEST",
+            }, component["name"]
+        assert "deploy_on_push" not in json.dumps(spec)
         assert web["http_port"] == d["app_port"]
         assert web["health_check"]["http_path"] == d["health_ready_path"]
         assert web["health_check"]["port"] == d["app_port"]
@@ -714,26 +724,84 @@ def test_aws_first_deploy_creates_the_services_through_the_stack(aws_project: Pa
 # ---------------------------------------------------------------------------------------------
 # deploy/digitalocean/deploy.sh and deploy/railway/deploy.sh, against recording CLIs
 # ---------------------------------------------------------------------------------------------
+# A doctl that keeps App Platform's state between runs and applies its rule for SECRET values
+# (DigitalOcean's app spec reference, `envs[].value`: "encrypted on first submission; on
+# following submissions, the encrypted value should be used"): a plain value is stored
+# encrypted as EV[...], an EV[...] value keeps the stored secret, and a SECRET without a value
+# is stored empty. A deployment whose SECRET_KEY (or another secret) is empty fails, as the app
+# refuses to start without it; `apps spec get` returns the live spec with the encrypted values.
 FAKE_DOCTL = r"""#!PYTHON
-import json, os, shutil, sys
+import base64, json, os, sys
 from pathlib import Path
+
+import yaml
 
 state_file = Path(os.environ["FAKE_STATE"])
 state = json.loads(state_file.read_text())
 args = sys.argv[1:]
 state["calls"].append(args)
-if "--spec" in args or args[:3] == ["apps", "spec", "validate"]:
-    spec = args[args.index("--spec") + 1] if "--spec" in args else args[3]
-    state["specs"].append(Path(spec).read_text())
-output = {
-    ("apps", "list"): "\n".join(f"{i} {name}" for i, name in state["apps"].items()),
-    ("apps", "create"): "new-app-id",
-    ("apps", "update"): "",
-    ("apps", "list-deployments"): state["phase"] + "\nACTIVE",
-    ("apps", "get"): "my-service.ondigitalocean.app",
-}.get(tuple(args[:2]), "")
-state_file.write_text(json.dumps(state))
-print(output)
+out = ""
+
+
+def save():
+    state_file.write_text(json.dumps(state))
+
+
+def components(spec):
+    return [c for kind in ("services", "workers", "jobs") for c in spec.get(kind, [])]
+
+
+def submit(spec, live):
+    # The spec App Platform stores, and whether its deployment goes ACTIVE.
+    stored, empty = json.loads(json.dumps(spec)), []
+    old = {(c["name"], e["key"]): e.get("value") for c in components(live or {}) for e in c.get("envs", [])}
+    for component in components(stored):
+        for env in component.get("envs", []):
+            if env.get("type") != "SECRET":
+                continue
+            value = env.get("value")
+            if value is None or value == "":
+                env.pop("value", None)
+                empty.append(f"{component['name']}.{env['key']}")
+            elif value.startswith("EV["):
+                if value != old.get((component["name"], env["key"])):
+                    print(f"Error: invalid encrypted value for {env['key']}", file=sys.stderr)
+                    save()
+                    sys.exit(1)
+            else:
+                env["value"] = "EV[1:" + base64.b64encode(value.encode()).decode() + "]"
+    failed = empty or state.get("fail")
+    state["deployments"].append({"phase": "ERROR" if failed else "ACTIVE", "empty": empty})
+    return stored
+
+
+if args[:3] == ["apps", "spec", "validate"]:
+    state["specs"].append(Path(args[3]).read_text())
+elif args[:2] == ["apps", "list"]:
+    out = "\n".join(f"{i} {app['spec']['name']}" for i, app in state["apps"].items())
+elif args[:2] == ["apps", "create"]:
+    text = Path(args[args.index("--spec") + 1]).read_text()
+    state["specs"].append(text)
+    state["apps"]["app-1"] = {"spec": submit(yaml.safe_load(text), None)}
+    out = "app-1"
+elif args[:2] == ["apps", "update"]:
+    text = Path(args[args.index("--spec") + 1]).read_text()
+    state["specs"].append(text)
+    app = state["apps"][args[2]]
+    app["spec"] = submit(yaml.safe_load(text), app["spec"])
+elif args[:3] == ["apps", "spec", "get"]:
+    assert args[args.index("--format") + 1] == "json", args
+    out = json.dumps(state["apps"][args[3]]["spec"])
+elif args[:2] == ["apps", "list-deployments"]:
+    out = "\n".join(d["phase"] for d in reversed(state["deployments"]))
+elif args[:2] == ["apps", "get"]:
+    out = "my-service.ondigitalocean.app"
+else:
+    print(f"fake doctl: unexpected {args}", file=sys.stderr)
+    save()
+    sys.exit(2)
+save()
+print(out)
 """
 
 
@@ -752,52 +820,145 @@ def _run_with_fake(
     return result, json.loads(state_file.read_text())
 
 
+DIGESTS = ["sha256:" + c * 64 for c in "abc"]
+
+
+def _do_deploy(
+    project: Path, tmp: Path, env: str, digest: str, secrets: dict[str, str] | None = None, **state: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """One run of deploy/digitalocean/deploy.sh against the stateful fake (state kept in tmp)."""
+    state_file = tmp / "state.json"
+    previous = json.loads(state_file.read_text()) if state_file.exists() else {"apps": {}, "deployments": []}
+    command = ["env", f"IMAGE_REF=ghcr.io/acme/orders@{digest}"]
+    if secrets is not None:
+        secrets_file = tmp / f"{env}.secrets"
+        secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+        command.append(f"DO_SECRETS_FILE={secrets_file}")
+    command += [str(project / "deploy/digitalocean/deploy.sh"), env]
+    return _run_with_fake(project, tmp, "doctl", FAKE_DOCTL, command, **{**previous, **state})
+
+
+def _secrets(row: dict[str, Any]) -> dict[str, str]:
+    """Placeholder values of the secrets the spec declares (DATABASE_URL is bound, not set)."""
+    names = [n for n in _derived(row)["secret_env_names"] if n != "DATABASE_URL"]
+    return {n: f"orders_staging_your_{n.lower()}_here" for n in names}
+
+
+def _stored(state: dict[str, Any]) -> dict[tuple[str, str], str | None]:
+    spec = state["apps"]["app-1"]["spec"]
+    return {
+        (c["name"], e["key"]): e.get("value")
+        for kind in ("services", "workers", "jobs")
+        for c in spec.get(kind, [])
+        for e in c.get("envs", [])
+        if e.get("type") == "SECRET"
+    }
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_digitalocean_deploy_applies_the_environment_spec(env: str, projects: dict[str, Path], tmp_path: Path) -> None:
+def test_digitalocean_keeps_its_secrets_across_deploys_and_rolls_back_by_digest(
+    env: str, projects: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issues 13.2 and 13.3: the first deploy carries the secrets (DigitalOcean encrypts them),
+    every later one resubmits the live encrypted values, and a rollback is the previous digest."""
+    row = ROWS[1]  # PostgreSQL, Redis, a Celery worker and Sentry: secrets in every component
     project = projects[IDS[1]]
-    names = _derived(ROWS[1])["do_app_names"]
-    script = [str(project / "deploy/digitalocean/deploy.sh"), env]
-    result, state = _run_with_fake(
-        project, tmp_path, "doctl", FAKE_DOCTL, ["env", "DO_GITHUB_REPO=acme/orders", *script], apps={}, phase="ACTIVE"
-    )
+    names = _derived(row)["do_app_names"]
+    secrets = _secrets(row)
+    assert {"SECRET_KEY", "REDIS_URL", "SENTRY_DSN"} <= set(secrets)
+
+    # A first deploy without the secrets would create an app that cannot start: refused, nothing sent.
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[0])
+    assert result.returncode == 2, result.stderr
+    assert "DO_SECRETS_FILE" in result.stderr and "SECRET_KEY" in result.stderr
+    assert not [c for c in state["calls"] if c[:2] in (["apps", "create"], ["apps", "update"])]
+
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[0], secrets)
     assert result.returncode == 0, result.stderr
-    validated, created = state["specs"]
-    assert validated == created
-    spec = yaml.safe_load(created)
-    assert _do_errors(spec) == []
-    expected = _do_specs(project)[env]
-    for component in ("services", "jobs", "workers"):
-        for item in expected.get(component, []):
-            item["github"]["repo"] = "acme/orders"
-    assert spec == expected, "deploy.sh applies exactly the environment's spec, with the repository filled in"
-    assert spec["name"] == names[env]
-    # The second run finds the app by name and updates it; a failed deployment fails the script.
+    assert [c[:2] for c in state["calls"] if c[1] in ("create", "update")] == [["apps", "create"]]
+    created = yaml.safe_load(state["specs"][-1])
+    assert created["name"] == names[env]
+    assert _do_errors(created) == []
+    stored = _stored(state)
+    assert stored and all(v and v.startswith("EV[") for v in stored.values()), stored
+    images = {c["name"]: c["image"] for k in ("services", "workers", "jobs") for c in created.get(k, [])}
+    assert set(images) >= {"web", "worker", "migrate"}
+    for image in images.values():
+        assert image == {"registry_type": "GHCR", "registry": "acme", "repository": "orders", "digest": DIGESTS[0]}
+
+    # Later deploys carry no secrets: the live encrypted values are resubmitted, none is wiped.
+    for digest in (DIGESTS[1], DIGESTS[0]):  # a new image, then a rollback to the previous one
+        result, state = _do_deploy(project, tmp_path, env, digest)
+        assert result.returncode == 0, result.stderr
+        assert state["deployments"][-1] == {"phase": "ACTIVE", "empty": []}
+        assert _stored(state) == stored, "the secrets survive the redeploy"
+        live = state["apps"]["app-1"]["spec"]
+        assert {c["image"]["digest"] for k in ("services", "workers", "jobs") for c in live.get(k, [])} == {digest}
+        assert _do_errors(yaml.safe_load(state["specs"][-1])) == []
+
+    # A rotation: the one secret given in the file is replaced, the others stay.
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[2], {"SECRET_KEY": "orders_staging_rotated_here"})
+    assert result.returncode == 0, result.stderr
+    rotated = _stored(state)
+    assert rotated[("web", "SECRET_KEY")] != stored[("web", "SECRET_KEY")]
+    assert {k: v for k, v in rotated.items() if k[1] != "SECRET_KEY"} == {
+        k: v for k, v in stored.items() if k[1] != "SECRET_KEY"
+    }
+
+
+def test_the_fake_doctl_wipes_a_secret_resubmitted_without_its_value(projects: dict[str, Path], tmp_path: Path) -> None:
+    """The rule the test above relies on: resubmitting the committed spec (SECRETs without values)
+    leaves the app without its secrets and the deployment fails, as the old deploy.sh did."""
+    project = projects[IDS[1]]
+    result, state = _do_deploy(project, tmp_path, "staging", DIGESTS[0], _secrets(ROWS[1]))
+    assert result.returncode == 0, result.stderr
+    committed = tmp_path / "committed.yaml"
+    text = (project / ".do/deploy.template.yaml").read_text()
+    committed.write_text(yaml.safe_dump(yaml.safe_load(text)["spec"]))
     result, state = _run_with_fake(
         project,
         tmp_path,
         "doctl",
         FAKE_DOCTL,
-        ["env", "DO_GITHUB_REPO=acme/orders", *script],
-        apps={"app-1": names[env]},
-        phase="ERROR",
+        ["doctl", "apps", "update", "app-1", "--spec", str(committed)],
+        apps=state["apps"],
+        deployments=state["deployments"],
     )
-    assert [c[:3] for c in state["calls"] if c[1] in ("create", "update")] == [["apps", "update", "app-1"]]
+    assert state["deployments"][-1]["phase"] == "ERROR"
+    assert not any(_stored(state).values())
+
+
+def test_digitalocean_deploy_fails_when_the_deployment_fails(projects: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _do_deploy(projects[IDS[1]], tmp_path, "production", DIGESTS[0], _secrets(ROWS[1]), fail=True)
     assert result.returncode == 1 and "ended in phase ERROR" in result.stderr
 
 
-def test_digitalocean_deploy_needs_a_repository(projects: dict[str, Path], tmp_path: Path) -> None:
-    project = projects[IDS[1]]  # not a git checkout: no origin remote to read
-    result, state = _run_with_fake(
-        project,
-        tmp_path,
-        "doctl",
-        FAKE_DOCTL,
-        [str(project / "deploy/digitalocean/deploy.sh")],
-        apps={},
-        phase="ACTIVE",
-    )
-    assert result.returncode == 2 and "DO_GITHUB_REPO" in result.stderr
-    assert state["calls"] == []
+def test_digitalocean_deploy_names_a_secret_the_live_app_lost(projects: dict[str, Path], tmp_path: Path) -> None:
+    project = projects[IDS[1]]
+    result, state = _do_deploy(project, tmp_path, "staging", DIGESTS[0], _secrets(ROWS[1]))
+    assert result.returncode == 0, result.stderr
+    # The live app lost a secret (removed in the control panel): the deploy says which and stops.
+    del state["apps"]["app-1"]["spec"]["services"][0]["envs"][-1]
+    spec = state["apps"]["app-1"]["spec"]
+    for component in spec["services"]:
+        for e in component["envs"]:
+            if e["key"] == "SECRET_KEY":
+                e.pop("value")
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    result, state = _do_deploy(project, tmp_path, "staging", DIGESTS[1])
+    assert result.returncode == 2 and "web.SECRET_KEY" in result.stderr and "DO_SECRETS_FILE" in result.stderr
+    assert [c for c in state["calls"] if c[:2] == ["apps", "update"]] == []
+
+
+def test_digitalocean_deploy_needs_the_image_by_digest(projects: dict[str, Path], tmp_path: Path) -> None:
+    project = projects[IDS[1]]
+    script = str(project / "deploy/digitalocean/deploy.sh")
+    wrong = ("ghcr.io/acme/orders:latest", "ghcr.io/acme/orders@sha256:abc", "quay.io/acme/orders@" + DIGESTS[0])
+    for image in (None, *wrong):
+        command = ["env", "-u", "IMAGE_REF"] + ([f"IMAGE_REF={image}"] if image else []) + [script, "staging"]
+        result, state = _run_with_fake(project, tmp_path, "doctl", FAKE_DOCTL, command, apps={}, deployments=[])
+        assert result.returncode == 2 and "IMAGE_REF" in result.stderr, (image, result.stderr)
+        assert state["calls"] == []
 
 
 def test_railway_deploy_runs_railway_up_for_the_environment(projects: dict[str, Path], tmp_path: Path) -> None:
