@@ -166,6 +166,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "kill_timeout": KILL_TIMEOUT,
         "drain_seconds": DRAIN_SECONDS,
         "web_concurrency": 2 if server == "gunicorn" else 1,
+        # Celery worker processes (WORKER_CONCURRENCY): Celery would fork one per CPU of the node,
+        # not of the container's 512Mi/1Gi limits. Two fit the smallest instance.
+        "worker_concurrency": 2,
         "has_db": has_db,
         "db_scheme": db["scheme"],
         "db_driver": db["driver"],
