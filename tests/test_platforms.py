@@ -592,9 +592,9 @@ if cmd == "cloudformation describe-stacks":
             "ServiceName": "web-svc" if "TaskDefinitionArn" in state["services"] else "None",
             "WorkerServiceName": "worker-svc" if "WorkerTaskDefinitionArn" in state["services"] else "None",
         }
-        out(outputs.get(key.group(1), "None"))
+        out("None" if key.group(1) in state.get("missing", []) else outputs.get(key.group(1), "None"))
     if "RepositoryName" in query:
-        out("my-service")
+        out("None" if "RepositoryName" in state.get("missing", []) else "my-service")
     out("Environment\tVpcId\tPublicSubnetIds\tTaskSubnetIds\tTaskDefinitionArn\tWorkerTaskDefinitionArn")
 if cmd == "sts get-caller-identity":
     out("123456789012")
@@ -976,3 +976,42 @@ def test_aws_deploy_needs_the_stack(aws_project: Path, tmp_path: Path) -> None:
     result, state = _deploy_aws(aws_project, tmp_path, stack_exists=False)
     assert result.returncode == 1 and "create it from deploy/aws/cloudformation.yaml first" in result.stderr
     assert [c[:2] for c in state["calls"]] == [["cloudformation", "describe-stacks"]]
+
+
+def _stack_reads(script: str) -> tuple[set[str], set[str]]:
+    """The stack outputs and parameters deploy/aws/deploy.sh asks CloudFormation for."""
+    outputs = set(re.findall(r"\b(?:output|optional_output) ([A-Z]\w+)", script))
+    parameters = set(re.findall(r"ParameterKey=='(\w+)'", script))
+    for output_name, parameter in re.findall(r"^deploy_service (\w+) (\w+) ", script, re.M):
+        outputs.add(output_name)
+        parameters.add(parameter)
+    return outputs, parameters
+
+
+@pytest.mark.parametrize("row", [r for r, _ in AWS_ROWS], ids=[i for _, i in AWS_ROWS])
+def test_every_stack_output_and_parameter_the_aws_script_reads_is_in_the_template(
+    row: dict[str, Any], projects: dict[str, Path]
+) -> None:
+    """Issue 13.10: rename an output and the deploy must not "succeed" against a stub."""
+    project = projects[IDS[ROWS.index(row)]]
+    script = (project / "deploy/aws/deploy.sh").read_text()
+    cfn = yaml.load((project / "deploy/aws/cloudformation.yaml").read_text(), Loader=_CfnLoader)
+    outputs, parameters = _stack_reads(script)
+    assert {"ClusterName", "ExecutionRoleArn", "TaskRoleArn", "ServiceName", "LoadBalancerUrl"} <= outputs
+    assert {"RepositoryName", "TaskDefinitionArn"} <= parameters
+    assert outputs - set(cfn["Outputs"]) == set(), "outputs deploy.sh reads that the stack lacks"
+    assert parameters - set(cfn["Parameters"]) == set(), "parameters deploy.sh reads that the stack lacks"
+    # The check sees a rename.
+    renamed = script.replace("output TaskRoleArn", "output TaskRoleARN")
+    assert _stack_reads(renamed)[0] - set(cfn["Outputs"]) == {"TaskRoleARN"}
+
+
+@pytest.mark.parametrize("missing", ["ClusterName", "TaskSubnetIds", "RepositoryName"])
+def test_aws_deploy_refuses_a_stack_output_that_is_none(aws_project: Path, tmp_path: Path, missing: str) -> None:
+    """The CLI prints `None` for an output or parameter the stack lacks: the script stops there,
+    naming it, before it registers, migrates or updates anything."""
+    result, state = _deploy_aws(aws_project, tmp_path, missing=[missing], image_exists=True)
+    assert result.returncode == 1, result.stderr
+    assert f"has no {'parameter' if missing == 'RepositoryName' else 'output'} {missing}" in result.stderr
+    for call in (("ecs", "register-task-definition"), ("ecs", "run-task"), ("ecs", "update-service")):
+        assert _called(state, *call) == [], call
