@@ -218,6 +218,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         + (["DATABASE_URL"] if has_db else [])
         + (["REDIS_URL"] if answers.get("redis") else [])
         + (["SENTRY_DSN"] if answers.get("sentry") else []),
+        # Secrets the service runs without (Sentry is off without a DSN): platforms that cannot
+        # hold an empty secret (SSM) reference them only where they are set.
+        "optional_secret_env_names": ["SENTRY_DSN"] if answers.get("sentry") else [],
         # Where a SQLite database lives in the container: a mounted volume (Railway, vm).
         "sqlite_volume_path": "/data",
         # App Platform app names: at most 32 characters, per environment.

@@ -353,7 +353,7 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
             assert env_vars["ENVIRONMENT"] == env
             assert env_vars["PORT"] == str(d["app_port"])
             assert env_vars["GRACEFUL_TIMEOUT"] == str(d["graceful_timeout"])
-            assert [s["name"] for s in container["secrets"]] == d["secret_env_names"]
+            assert sorted(s["name"] for s in container["secrets"]) == sorted(d["secret_env_names"])
             for secret in container["secrets"]:
                 assert secret["valueFrom"] == f"/{d['image_name']}/{env}/{secret['name']}"
             logs = container["logConfiguration"]
@@ -598,6 +598,10 @@ if cmd == "cloudformation describe-stacks":
     out("Environment\tVpcId\tPublicSubnetIds\tTaskSubnetIds\tTaskDefinitionArn\tWorkerTaskDefinitionArn")
 if cmd == "sts get-caller-identity":
     out("123456789012")
+if cmd == "ssm get-parameters":  # names that exist; absent ones are InvalidParameters
+    names = args[args.index("--names") + 1 :]
+    names = names[: next((i for i, n in enumerate(names) if n.startswith("--")), len(names))]
+    out("\t".join(n for n in names if n in state.get("ssm_parameters", names)))
 if cmd == "ecr describe-images":
     sys.exit(0 if state["image_exists"] else 254)
 if cmd == "ecr get-login-password":
@@ -1015,3 +1019,27 @@ def test_aws_deploy_refuses_a_stack_output_that_is_none(aws_project: Path, tmp_p
     assert f"has no {'parameter' if missing == 'RepositoryName' else 'output'} {missing}" in result.stderr
     for call in (("ecs", "register-task-definition"), ("ecs", "run-task"), ("ecs", "update-service")):
         assert _called(state, *call) == [], call
+
+
+@pytest.mark.parametrize("dsn_set", [False, True], ids=["no-dsn", "dsn"])
+def test_aws_optional_secrets_are_optional(
+    aws_project: Path, tmp_path: Path, dsn_set: bool, register_shape: Any
+) -> None:
+    """Issue 13.5: SSM cannot hold an empty value and a dummy DSN crashes sentry_sdk.init, so a
+    task that requires /<slug>/<env>/SENTRY_DSN cannot start without a real DSN. The deploy asks
+    SSM which optional parameters exist and references only those; required ones always."""
+    d = _derived(ROWS[1])
+    assert d["optional_secret_env_names"] == ["SENTRY_DSN"]
+    prefix = "/my-service/staging/"
+    parameters = [prefix + n for n in d["secret_env_names"] if dsn_set or n != "SENTRY_DSN"]
+    result, state = _deploy_aws(aws_project, tmp_path, image_exists=True, ssm_parameters=parameters)
+    assert result.returncode == 0, result.stderr
+    assert len(state["registered"]) == 2
+    for task in state["registered"]:
+        secrets = {s["name"]: s["valueFrom"] for s in task["containerDefinitions"][0]["secrets"]}
+        expected = [n for n in d["secret_env_names"] if dsn_set or n != "SENTRY_DSN"]
+        assert sorted(secrets) == sorted(expected), task["family"]
+        assert all(v == prefix + k for k, v in secrets.items())
+        assert _botocore_errors(task, register_shape) == [], task["family"]
+    (lookup,) = _called(state, "ssm", "get-parameters")
+    assert lookup[lookup.index("--names") + 1 :][:1] == [prefix + "SENTRY_DSN"]
