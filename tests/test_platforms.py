@@ -14,6 +14,7 @@ each platform is judged by, and say what derive() says.
 from __future__ import annotations
 
 import copy
+import http.server
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -421,7 +423,12 @@ def test_cloudformation_says_what_derive_says(row: dict[str, Any], projects: dic
     cfn = yaml.load((project / "deploy/aws/cloudformation.yaml").read_text(), Loader=_CfnLoader)
     res = cfn["Resources"]
     tg = res["TargetGroup"]["Properties"]
-    assert tg["HealthCheckPath"] == d["health_ready_path"] and tg["Port"] == d["app_port"]
+    # Issue 13.4: ECS stops every task whose target fails the load balancer's check. On the ready
+    # path a database blip would make it replace all web tasks at once (and their replacements),
+    # so the load balancer checks liveness; readiness gates the deploy (docs/container.md).
+    assert tg["HealthCheckPath"] == d["health_live_path"] and tg["Port"] == d["app_port"]
+    (web,) = _task_definition(project, "staging")["containerDefinitions"]
+    assert web["healthCheck"]["command"] == ["CMD", *d["healthcheck_argv"]], "the container check is liveness too"
     attributes = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
     assert attributes["deregistration_delay.timeout_seconds"] == str(d["graceful_timeout"])
     service = res["Service"]["Properties"]
@@ -588,7 +595,7 @@ if cmd == "cloudformation describe-stacks":
         outputs = {
             "ClusterName": "cluster", "ExecutionRoleArn": "arn:aws:iam::123456789012:role/exec",
             "TaskRoleArn": "arn:aws:iam::123456789012:role/task", "TaskSubnetIds": "subnet-a,subnet-b",
-            "TaskSecurityGroupId": "sg-1", "AssignPublicIp": "DISABLED", "LoadBalancerUrl": "http://alb",
+            "TaskSecurityGroupId": "sg-1", "AssignPublicIp": "DISABLED", "LoadBalancerUrl": state["lb_url"],
             "ServiceName": "web-svc" if "TaskDefinitionArn" in state["services"] else "None",
             "WorkerServiceName": "worker-svc" if "WorkerTaskDefinitionArn" in state["services"] else "None",
         }
@@ -658,6 +665,22 @@ def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.C
     state = {"calls": [], "registered": [], "arns": {}, "image_exists": False, "stack_exists": True}
     state["services"] = ["TaskDefinitionArn", "WorkerTaskDefinitionArn"]
     state |= {"migration_exit": "0", "rolled_back": False, **scenario}
+    # The load balancer: answers the ready path 200, or 503 with ready=False (a new release that
+    # is alive but cannot reach its database).
+    ready_status = 200 if scenario.get("ready", True) else 503
+    ready_path = _derived(ROWS[1])["health_ready_path"]
+
+    class Balancer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(ready_status if self.path == ready_path else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Balancer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["lb_url"] = f"http://127.0.0.1:{server.server_address[1]}"
     state_file.write_text(json.dumps(state))
     env = {
         **os.environ,
@@ -665,14 +688,17 @@ def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.C
         "FAKE_AWS_STATE": str(state_file),
         "FAKE_ENGINE_LOG": str(tmp / "engine.log"),
     }
-    result = subprocess.run(
-        [str(project / "deploy/aws/deploy.sh"), "staging"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    try:
+        result = subprocess.run(
+            [str(project / "deploy/aws/deploy.sh"), "staging"],
+            cwd=project,
+            env={**env, "READY_DEADLINE": "3"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.shutdown()
     return result, json.loads(state_file.read_text())
 
 
@@ -706,6 +732,15 @@ def test_aws_deploy_stops_when_the_migration_fails(aws_project: Path, tmp_path: 
     assert "migrations failed (exit code 1" in result.stderr
     assert _called(state, "ecs", "update-service") == [] and _called(state, "cloudformation", "update-stack") == []
     assert not (tmp_path / "engine.log").exists(), "an image already in ECR is not rebuilt"
+
+
+def test_aws_deploy_fails_when_the_release_is_alive_but_not_ready(aws_project: Path, tmp_path: Path) -> None:
+    """The load balancer checks liveness (so an outage restarts nothing); readiness is the deploy's
+    gate: a stable service whose load balancer answers 503 on the ready path fails the deploy."""
+    result, state = _deploy_aws(aws_project, tmp_path, image_exists=True, ready=False)
+    assert result.returncode == 1, result.stderr
+    assert "not ready" in result.stderr and _derived(ROWS[1])["health_ready_path"] in result.stderr
+    assert len(_called(state, "ecs", "wait", "services-stable")) == 2
 
 
 def test_aws_deploy_fails_when_the_circuit_breaker_rolled_back(aws_project: Path, tmp_path: Path) -> None:
