@@ -54,6 +54,7 @@ ACTIONS = {
     ),
     "attest": ("actions/attest-build-provenance", "a2bbfa25375fe432b6a289bc6b6cd05ecd0c4c32", "v4.1.0"),
     "cosign": ("sigstore/cosign-installer", "6f9f17788090df1f26f669e9d70d6ae9567deba6", "v4.1.2"),
+    "scan": ("anchore/scan-action", "e1165082ffb1fe366ebaf02d8526e7c4989ea9d2", "v7.4.0"),
 }
 
 

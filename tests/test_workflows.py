@@ -5,6 +5,7 @@ least-privilege credentials (AWS through OIDC, never stored keys)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from collections.abc import Callable
@@ -136,6 +137,17 @@ def test_ci_tests_against_the_chosen_database_and_builds_the_image(rendered: Cal
         "attestations": "write",
     }
     image_steps = jobs["image"]["steps"]
+    # Scanned before anything is pushed: a fixable high or critical vulnerability fails the build.
+    scan = next(i for i, s in enumerate(image_steps) if s.get("uses", "").startswith("anchore/scan-action@"))
+    assert image_steps[scan]["with"] == {
+        "image": f"{values['image_name']}:ci",
+        "fail-build": True,
+        "severity-cutoff": "high",
+        "only-fixed": True,
+    }
+    push = next(i for i, s in enumerate(image_steps) if s.get("with", {}).get("push") is True)
+    assert scan < push and image_steps[push]["with"]["sbom"] is True
+    assert image_steps[push]["with"]["provenance"] == "mode=max"
     for step in image_steps:
         if step.get("uses", "").startswith(("docker/login-action@", "sigstore/", "actions/attest")) or (
             step.get("with", {}).get("push") is True
@@ -506,3 +518,22 @@ def test_zizmor_is_really_checking(rendered: Callable[..., Path], tmp_path: Path
         path = tmp_path / "ci.yml"
         path.write_text(broken)
         assert zizmor([path]).returncode != 0, broken
+
+
+@pytest.mark.parametrize(("ci", "key"), [("github", "all-postgresql-celery"), ("gitlab", "railway-mysql")])
+def test_renovate_keeps_actions_base_image_python_and_the_template_current(
+    rendered: Callable[..., Path], ci: str, key: str
+) -> None:
+    project = rendered(ci, key)
+    path = project / "renovate.json"
+    run([tool("check-jsonschema") or "check-jsonschema", "--builtin-schema", "vendor.renovate", str(path)])
+    config = json.loads(path.read_text())
+    managers = set(config["enabledManagers"])
+    assert {"dockerfile", "pep621", "copier"} <= managers
+    assert ("github-actions" in managers) is (ci == "github") and ("gitlabci" in managers) is (ci == "gitlab")
+    assert "helpers:pinGitHubActionDigests" in config["extends"] or ci != "github", "SHA pins with the version"
+    assert config["lockFileMaintenance"]["enabled"] is True, "uv.lock refreshed"
+    assert config["minimumReleaseAge"], "a release waits before it is proposed"
+    dockerfile = next(r for r in config["packageRules"] if r["matchManagers"] == ["dockerfile"])
+    assert dockerfile["pinDigests"] is True, "the base image pinned by digest"
+    assert (project / ".copier-answers.yml").exists(), "the copier manager reads the answers file"
