@@ -34,7 +34,7 @@ import context  # extensions/context.py
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("act")]
 
-ALL = ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"]
+ALL = ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"]
 ANSWERS: dict[str, Any] = {"platforms": ALL, "database": "postgresql", "redis": True, "ci": "github"}
 
 # What each action's stand-in does on this host. Actions the jobs run here do their job (uv on
