@@ -221,7 +221,7 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
     )
     # The deploy jobs receive the pushed image by digest (IMAGE_REF) from build-image's dotenv report.
     assert pipeline["build-image"]["artifacts"]["reports"]["dotenv"] == "image.env"
-    assert any(line.startswith('echo "IMAGE_REF=') for line in pipeline["build-image"]["script"])
+    assert any('echo "IMAGE_REF=$IMAGE@' in line for line in pipeline["build-image"]["script"])
     text = path.read_text()
     assert not re.search(r"AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY", text)
     for platform in SETS[key]["platforms"]:
