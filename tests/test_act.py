@@ -46,7 +46,6 @@ STAND_INS: dict[str, list[str]] = {
     # Node is the host's; npm a recorder (RECORDERS, see NPM): @railway/cli's postinstall downloads
     # its binary from GitHub's releases, which this machine cannot reach.
     "setup-node": [RECORD, 'echo "$RECORDERS" >>"$GITHUB_PATH"'],
-    "hadolint": [RECORD],
     "setup-buildx": [RECORD],
     "build-push": [RECORD],
     "login": [RECORD],

@@ -374,7 +374,7 @@ def test_cloudformation_says_what_derive_says(row: dict[str, Any], projects: dic
     (web,) = _task_definition(project, "staging")["containerDefinitions"]
     assert web["healthCheck"]["command"] == ["CMD", *d["healthcheck_argv"]], "the container check is liveness too"
     attributes = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
-    assert attributes["deregistration_delay.timeout_seconds"] == str(d["graceful_timeout"])
+    assert attributes["deregistration_delay.timeout_seconds"] == str(d["alb_deregistration_delay"])
     service = res["Service"]["Properties"]
     assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     assert service["HealthCheckGracePeriodSeconds"] == d["startup_timeout"]
