@@ -250,7 +250,7 @@ def test_a_wrong_script_argument_that_actionlint_accepts_fails_the_run(repo: Pat
     actionlint([workflow])
     result, output, log = run_deploy(repo, tmp_path, "vm", edit=edit)
     assert result.returncode != 0 and "Job failed" in output, output[-4000:]
-    assert "Usage:" in output
+    assert "exit status 2" in output, "scripts/deploy.sh's usage error (exit 2)"
     assert not log.exists() or not log.read_text(), "the platform script never ran"
 
 
