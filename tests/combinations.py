@@ -110,7 +110,7 @@ NAME_CASES: list[dict[str, Any]] = [
     {"project_name": "Tests Runner", "author_name": "Zoë Ångström"},
 ]
 NAME_CASE_OPTIONS: dict[str, Any] = {
-    "platforms": ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"],
+    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
     "redis": True,
     "worker": "celery",
     "reverse_proxy": "nginx",

@@ -60,7 +60,7 @@ FORMAT_FILTERS = {
 IDENTIFIERS = {"project_slug", "package_name", "image_name"}
 EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.S)
 EVERYTHING = {
-    "platforms": ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"],
+    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
     "database": "postgresql",
     "redis": True,
     "worker": "arq",
