@@ -92,6 +92,8 @@ def render(dest: Path) -> Path:
 
     src = dest.parent / "template"
     shutil.copytree(ROOT, src, ignore=IGNORE)
+    # The tasks find uv on PATH: the template's own first (a pyenv shim fails for a Python pyenv lacks).
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     render_template(src, dest, tasks=True, python_version=PYTHON, project_name="Bench Service")
     if not (dest / "uv.lock").exists():
         subprocess.run(["uv", "lock", "--quiet"], cwd=dest, check=True)

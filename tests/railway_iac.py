@@ -30,6 +30,7 @@ from deploy_checks import context_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "railway-sdk"
+NPM_CACHE = CACHE / "npm-cache"
 ENVIRONMENTS = ("staging", "production")
 # tsc's diagnostics: path(line,col): error TS1234: message
 TSC_ERROR_RE = re.compile(r"^(?P<path>[^\s(]+)\((?P<line>\d+),(?P<col>\d+)\): error (?P<code>TS\d+): (?P<message>.*)$")
@@ -102,6 +103,7 @@ def sdk() -> Path:
                 "--no-fund",
                 "--ignore-scripts",  # no install script is needed: tsc and the SDK are plain files
                 "--loglevel=error",
+                f"--cache={NPM_CACHE}",  # kept beside the SDK: later installs from it work offline
             ],
             cwd=folder,
             capture_output=True,

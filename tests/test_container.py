@@ -32,10 +32,10 @@ import pytest
 import yaml
 from conftest import ROOT, UV, filled_env, need, render_template, run
 from containers import Engine, base_image, derive, detect_engine, ensure_base_images, wanted_engines
-from deploy_checks import compose_config
+from deploy_checks import compose_config, context_module
 
 PYTHON = derive({})["python"]["version"]  # the template's default Python (3.14)
-NEWEST = "3.15"  # the newest Python the question offers (test_newest_is_the_last_choice)
+NEWEST = context_module().PYTHON_VERSIONS[-1]  # the newest Python the question offers (3.15)
 CONTAINER = pytest.mark.xdist_group("container")
 
 # The defaults (uvicorn, PostgreSQL), every other server x database pair, and a worker.

@@ -27,7 +27,7 @@ EXTRA: list[dict[str, Any]] = [
     {"platforms": ["railway"]},  # the defaults, the project the docs show
     {"platforms": ["railway"], "database": "mysql", "redis": True, "worker": "celery", "sentry": True},
     {"platforms": ["railway"], "database": "postgresql", "redis": True, "worker": "arq", "domain": "api.example.com"},
-    {"platforms": ["railway"], "database": "sqlite", "cors_origins": "https://app.example.com"},
+    {"platforms": ["railway"], "database": "sqlite", "cors_origins": "https://App.example.com, http://localhost:3000"},
     {"platforms": ["railway", "vm"], "database": "none", "server": "gunicorn"},
 ]
 ANSWER_SETS = [a for a in (to_answers(row) for row in pairwise()) if "railway" in a["platforms"]] + EXTRA
@@ -182,12 +182,9 @@ def definition_problems(
         expect("DATABASE_URL (the image's default on the volume)", variables.get("DATABASE_URL"), None)
     if answers.get("sentry"):
         expect("SENTRY_DSN", variables.get("SENTRY_DSN"), {"type": "preserve"})
-    cors = answers.get("cors_origins")
-    expect(
-        "CORS_ORIGINS",
-        variables.get("CORS_ORIGINS"),
-        {"type": "literal", "value": cors} if cors else {"type": "preserve"},
-    )
+    cors = ",".join(values["cors_origin_list"])  # the answer normalized, as every platform sets it
+    want_cors = {"type": "literal", "value": cors} if cors else {"type": "preserve"}
+    expect("CORS_ORIGINS", variables.get("CORS_ORIGINS"), want_cors)
 
     for node in definition["resources"]:
         if node["type"] == "database":
@@ -374,10 +371,16 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
     import subprocess
     import sys
 
-    from railway_iac import EVALUATE_JS, node
+    from railway_iac import EVALUATE_JS, NPM_CACHE, node, npm_cli
 
     def _run(
-        project: Path, args: list[str], *, sdk_installed: bool = True, files: dict[str, str] | None = None, **state: Any
+        project: Path,
+        args: list[str],
+        *,
+        sdk_installed: bool = True,
+        real_npm: bool = False,
+        files: dict[str, str] | None = None,
+        **state: Any,
     ) -> Any:
         work = tmp_path / "work" / project.name
         if not work.exists():
@@ -390,10 +393,14 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
         bin_dir.mkdir(exist_ok=True)
         (bin_dir / "railway").write_text(FAKE_RAILWAY.replace("PYTHON", sys.executable, 1))
         (bin_dir / "railway").chmod(0o755)
-        # npm cannot reach a registry in this test: the recording npm fails as an offline one would.
-        (bin_dir / "npm").write_text(
-            '#!/bin/sh\necho "npm $*" >>"$FAKE_STATE.npm"\necho \'npm error network\' >&2\nexit 1\n'
-        )
+        if real_npm:  # npm itself, offline, from the cache the SDK was installed with
+            (bin_dir / "npm").write_text(
+                f'#!/bin/sh\nexec "{node()}" "{npm_cli()}" --offline --cache="{NPM_CACHE}" "$@"\n'
+            )
+        else:  # npm that cannot reach a registry, as an offline one would
+            (bin_dir / "npm").write_text(
+                '#!/bin/sh\necho "npm $*" >>"$FAKE_STATE.npm"\necho \'npm error network\' >&2\nexit 1\n'
+            )
         (bin_dir / "npm").chmod(0o755)
         (bin_dir / "node").symlink_to(node()) if not (bin_dir / "node").exists() else None
         evaluate_js = tmp_path / "evaluate.mjs"
@@ -459,7 +466,7 @@ def test_deploy_plans_applies_then_deploys_web_and_worker(
 
 
 def test_deploy_with_a_project_token_uses_its_environment(rendered: dict[str, Path], deploy_run: Any) -> None:
-    project = _project_with(rendered, platforms=["railway"], database="sqlite")
+    project = rendered[f"set{ANSWER_SETS.index(EXTRA[3])}"]  # SQLite, no worker
     result, state = deploy_run(
         project, ["deploy/railway/deploy.sh", "production"], token_environment="production", env={"RAILWAY_TOKEN": "t"}
     )
@@ -551,3 +558,37 @@ def test_ci_deploy_jobs_install_a_cli_the_sdk_accepts(railway_sdk: Path, rendere
         assert runs[-1].startswith("scripts/deploy.sh railway "), runs
         checked.add(ci)
     assert checked == {"github", "gitlab"}
+
+
+def test_json_str_is_one_typescript_string_literal() -> None:
+    """The filter every answer goes through into railway.ts: Node reads back exactly the text."""
+    import importlib.util
+    import subprocess
+
+    from railway_iac import node
+
+    spec = importlib.util.spec_from_file_location("fd_filters", Path(__file__).parent.parent / "extensions/filters.py")
+    assert spec and spec.loader
+    filters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filters)
+    texts = ['a "quoted" \\ back', "${inject} `tick` */ // <!--", "a && b", "caf\u00e9 \u00fc\u00df"]
+    program = "process.stdout.write(JSON.stringify([" + ", ".join(filters.json_str(t) for t in texts) + "]));"
+    result = subprocess.run([str(node()), "-e", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == texts
+    assert filters.json_str("a && b") == '"a && b"'
+
+
+def test_deploy_installs_the_pinned_sdk_with_npm(rendered: dict[str, Path], deploy_run: Any, tmp_path: Path) -> None:
+    """The sdk step's real npm command installs exactly the pin (offline, from the test's cache)."""
+    from railway_iac import packages
+
+    project = _project_with(rendered, platforms=["railway"])
+    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], sdk_installed=False, real_npm=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    railway = tmp_path / "work" / project.name / ".railway"
+    installed = json.loads((railway / "node_modules" / "railway" / "package.json").read_text())["version"]
+    assert installed == packages()["railway"]
+    assert not (railway / "node_modules" / "typescript").exists(), "--omit=dev: the type checker is not deployed"
+    assert not (railway / "package-lock.json").exists()
+    assert state["deployed"][0] == ["my-service", "staging"]
