@@ -117,7 +117,7 @@ def python_forms(version: str) -> dict[str, str]:
 
 
 # Every action the generated workflows use, pinned to the commit of a release tag (a tag can be
-# moved; a commit cannot). The comment keeps the version readable, and Dependabot updates both.
+# moved; a commit cannot). The comment keeps the version readable, and Renovate (renovate.json) updates both.
 ACTIONS = {
     "checkout": ("actions/checkout", "3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
     "setup-python": ("actions/setup-python", "5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
