@@ -116,6 +116,28 @@ def python_forms(version: str) -> dict[str, str]:
     }
 
 
+# Every action the generated workflows use, pinned to the commit of a release tag (a tag can be
+# moved; a commit cannot). The comment keeps the version readable, and Renovate (renovate.json) updates both.
+ACTIONS = {
+    "checkout": ("actions/checkout", "3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+    "setup-python": ("actions/setup-python", "5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
+    "setup-uv": ("astral-sh/setup-uv", "20cfd1bf945f4377ade1205e4dbc17946fc9a30d", "v10.0.1"),
+    "setup-node": ("actions/setup-node", "820762786026740c76f36085b0efc47a31fe5020", "v7.0.0"),
+    "setup-buildx": ("docker/setup-buildx-action", "37fe631027851001ddb9b187196cc803df7f5f0e", "v4.3.0"),
+    "build-push": ("docker/build-push-action", "53b7df96c91f9c12dcc8a07bcb9ccacbed38856a", "v7.3.0"),
+    "login": ("docker/login-action", "4907a6ddec9925e35a0a9e82d7399ccc52663121", "v4.1.0"),
+    "doctl": ("digitalocean/action-doctl", "135ac0aa0eed4437d547c6f12c364d3006b42824", "v2.5.1"),
+    "aws-credentials": (
+        "aws-actions/configure-aws-credentials",
+        "e6de054238d6b7531b4efff3b6587d9aade6a06c",
+        "v6.2.3",
+    ),
+    "attest": ("actions/attest-build-provenance", "a2bbfa25375fe432b6a289bc6b6cd05ecd0c4c32", "v4.1.0"),
+    "cosign": ("sigstore/cosign-installer", "6f9f17788090df1f26f669e9d70d6ae9567deba6", "v4.1.2"),
+    "scan": ("anchore/scan-action", "e1165082ffb1fe366ebaf02d8526e7c4989ea9d2", "v7.4.0"),
+}
+
+
 def _next_minor(version: str) -> str:
     major, minor, *_ = version.split(".")
     return f"{major}.{int(minor) + 1}"
@@ -176,6 +198,17 @@ PLATFORM_DIRS = {
     "vm": "vm",
 }
 
+IMAGE_PLATFORM = "linux/amd64"
+DEPLOYS_CI_IMAGE = ("digitalocean", "kubernetes")
+DEPLOY_SECRETS = {
+    "railway": ["RAILWAY_TOKEN"],
+    "digitalocean": ["DIGITALOCEAN_ACCESS_TOKEN"],
+    "aws_ecs": [],
+    "aws_eb": [],
+    "kubernetes": ["KUBE_CONFIG"],
+    "vm": ["VM_SSH_KEY", "VM_KNOWN_HOSTS"],
+}
+
 PLATFORM_NEXT_STEPS = {
     "railway": "Railway: `scripts/deploy.sh railway staging` plans and applies .railway/railway.ts, then deploys"
     " (docs/deploy/railway.md).",
@@ -185,7 +218,10 @@ PLATFORM_NEXT_STEPS = {
         "AWS Elastic Beanstalk: create the stack, then `scripts/deploy.sh aws_eb staging`"
         " (docs/deploy/elastic-beanstalk.md)."
     ),
-    "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
+    "kubernetes": (
+        "Kubernetes: `IMAGE=ghcr.io/<owner>/<name> scripts/deploy.sh kubernetes staging` builds, pushes,"
+        " migrates and rolls out by digest (docs/deploy/kubernetes.md)."
+    ),
     "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
 }
 
@@ -249,6 +285,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "drain_seconds": DRAIN_SECONDS,
         "overlap_seconds": OVERLAP_SECONDS,
         "web_concurrency": 2 if server == "gunicorn" else 1,
+        # Celery worker processes (WORKER_CONCURRENCY): Celery would fork one per CPU of the node,
+        # not of the container's 512Mi/1Gi limits. Two fit the smallest instance.
+        "worker_concurrency": 2,
         "has_db": has_db,
         "db_scheme": db["scheme"],
         "db_driver": db["driver"],
@@ -310,6 +349,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         + (["DATABASE_URL"] if has_db else [])
         + (["REDIS_URL"] if answers.get("redis") else [])
         + (["SENTRY_DSN"] if answers.get("sentry") else []),
+        # Secrets the service runs without (Sentry is off without a DSN): platforms that cannot
+        # hold an empty secret (SSM) reference them only where they are set.
+        "optional_secret_env_names": ["SENTRY_DSN"] if answers.get("sentry") else [],
         # Where a SQLite database lives in the container: a mounted volume (Railway, vm).
         "sqlite_volume_path": "/data",
         # App Platform app names: at most 32 characters, per environment.
@@ -363,6 +405,15 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "cors_origin_list": filters.normalize_origins(str(answers.get("cors_origins") or "")),
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "platform_dirs": PLATFORM_DIRS,
+        # The one platform every image is built for, on every machine and in CI (an arm64
+        # laptop would otherwise ship an image the amd64 hosts cannot run).
+        "image_platform": IMAGE_PLATFORM,
+        # Platforms whose deploy takes the image CI built, by digest (the others build from source).
+        "platforms_deploying_ci_image": [p for p in platforms if p in DEPLOYS_CI_IMAGE],
+        # GitHub secrets each deploy workflow reads, passed by name from CI.
+        "deploy_secrets": DEPLOY_SECRETS,
+        # `uses:` values of the GitHub workflows: owner/repo@commit # version.
+        "actions": {name: f"{repo}@{sha} # {version}" for name, (repo, sha, version) in ACTIONS.items()},
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),
         "redis_port": REDIS_PORT,
         "healthcheck": HEALTHCHECK,

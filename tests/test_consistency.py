@@ -228,7 +228,8 @@ def read_aws(project: Path, facts: Facts) -> None:
     ]
     for group in target_groups:
         facts.add("port", "CloudFormation TargetGroup Port", group["Port"])
-        facts.add("ready_path", "CloudFormation TargetGroup HealthCheckPath", group["HealthCheckPath"])
+        # ECS replaces a task its load balancer finds unhealthy: the liveness path (docs/container.md).
+        facts.add("live_path", "CloudFormation TargetGroup HealthCheckPath", group["HealthCheckPath"])
     for resource in resources.values():
         if resource["Type"] == "AWS::ECS::Service":
             for balancer in resource["Properties"].get("LoadBalancers", []):

@@ -178,6 +178,14 @@ def test_hook_updates_the_context_in_place() -> None:
     assert rendered == "8000 mysql+aiomysql /health/ready"
 
 
+def test_every_next_step_is_the_platforms_deploy_script() -> None:
+    """Issue 13.6: the message after copy gives the one command that deploys, never a bare
+    `kubectl apply` of an image with no registry, no digest and no migrations."""
+    for platform, step in context.PLATFORM_NEXT_STEPS.items():
+        assert f"scripts/deploy.sh {platform}" in step, step
+        assert "kubectl apply" not in step, step
+
+
 def test_derive_railway_values() -> None:
     """Railway's overlap fits in the kill timeout with the graceful one, and its managed
     resources run the same server lines as compose."""

@@ -211,3 +211,26 @@ def test_server_on_all_addresses_answers_ipv4_and_ipv6(
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output, output
     assert ("Application shutdown complete" if server == "uvicorn" else "Shutting down: Master") in output
+
+
+def test_celery_worker_concurrency_is_a_setting_not_the_node_cpu_count(project: Callable[..., Path]) -> None:
+    """Issue 13.8: Celery forks one process per CPU of the node (not of the container's limits)
+    unless told; the worker takes WORKER_CONCURRENCY, by default derive()'s value."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extensions"))
+    import context
+
+    answers = {"database": "mysql", "redis": True, "worker": "celery", "metrics": True}
+    root = project(**answers)
+    expected = context.derive({**answers, "package_name": "my_service"})["worker_concurrency"]
+    code = "from my_service.worker import celery_app; print(celery_app.conf.worker_concurrency)"
+    for env, value in (({}, expected), ({"WORKER_CONCURRENCY": "5"}, 5)):
+        result = run(
+            [UV, "run", "--frozen", "python", "-c", code], cwd=root, env=_env(REDIS_URL="redis://127.0.0.1:1/0", **env)
+        )
+        assert result.stdout.strip() == str(value), result.stdout
+    refused = run(
+        [UV, "run", "--frozen", "python", "-c", code], cwd=root, env=_env(WORKER_CONCURRENCY="0"), check=False
+    )
+    assert refused.returncode != 0 and "worker_concurrency" in refused.stderr.lower()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,12 @@ def test_deploy_script_refuses_bad_arguments_before_touching_a_cluster(k8s_proje
     bad_env = subprocess.run([str(script), "qa"], capture_output=True, text=True, env=env, timeout=30)
     assert bad_env.returncode == 2 and "Usage:" in bad_env.stderr
     no_image = subprocess.run([str(script), "staging"], capture_output=True, text=True, env=env, timeout=30)
-    assert no_image.returncode == 2 and "IMAGE is not set" in no_image.stderr
+    assert no_image.returncode == 2 and "IMAGE_REF" in no_image.stderr
+    for mutable in ("ghcr.io/acme/my-service:latest", "ghcr.io/acme/my-service@sha256:abc"):
+        refused = subprocess.run(
+            [str(script), "staging"], capture_output=True, text=True, env={**env, "IMAGE_REF": mutable}, timeout=30
+        )
+        assert refused.returncode == 2 and "by digest" in refused.stderr, mutable
     helped = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env, timeout=30)
     assert helped.returncode == 0 and "Usage:" in helped.stdout
 
@@ -271,8 +277,18 @@ esac
 """
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+IMAGE_REF = f"registry.example.com/acme/my-service@{DIGEST}"
+
+
 def run_k8s_deploy(
-    project: Path, tmp_path: Path, job_state: str, rollout: int, tag: str = "V1.2.3_rc1"
+    project: Path,
+    tmp_path: Path,
+    job_state: str,
+    rollout: int,
+    image_ref: str | None = IMAGE_REF,
+    extra_env: dict[str, str] | None = None,
+    extra_path: Path | None = None,
 ) -> tuple[int, str, str]:
     from deploy_checks import tool
 
@@ -288,10 +304,12 @@ def run_k8s_deploy(
         "KUBECTL_LOG": str(log),
         "FAKE_JOB_STATE": job_state,
         "FAKE_ROLLOUT": str(rollout),
-        "IMAGE": "registry.example.com/acme/my-service",
-        "TAG": tag,
-        "SKIP_BUILD": "1",
+        # The image CI built and pushed, by digest: nothing is built.
+        **({"IMAGE_REF": image_ref} if image_ref else {}),
+        **(extra_env or {}),
     }
+    if extra_path:
+        env["PATH"] = f"{extra_path}:{env['PATH']}"
     # kustomize (in the real kubectl) would refuse a path that is not there.
     need(bool(tool("kubectl")), "kubectl needed for kubectl kustomize")
     result = subprocess.run(
@@ -310,10 +328,10 @@ def test_deploy_migrates_with_the_release_image_before_rolling_out(k8s_project: 
     values = derived(project)
     status, output, log = run_k8s_deploy(project, tmp_path, "Complete", 0)
     assert status == 0, output
-    image = "registry.example.com/acme/my-service:V1.2.3_rc1"
+    image = IMAGE_REF
     job_batch, app_batch = applied(log)
     job = one(job_batch, "Job")
-    assert job["metadata"]["name"] == "my-service-migrate-v1-2-3-rc1"  # one Job per release, a valid name
+    assert job["metadata"]["name"] == "my-service-migrate-0123456789ab"  # one Job per digest, a valid name
     assert len(job["metadata"]["name"]) <= 63
     assert job["metadata"]["namespace"] == "my-service-staging"
     assert pod_spec(job)["containers"][0]["image"] == image
@@ -366,9 +384,55 @@ def test_docs_page_names_the_secret_keys_namespaces_and_commands(k8s_project: An
 def test_the_migration_job_name_fits_a_dns_label_for_the_longest_slug(template_src: Path, tmp_path: Path) -> None:
     slug = "a" * 40  # the longest slug copier.yml accepts
     project = render_template(template_src, tmp_path / slug, platforms=["kubernetes"], ci="none", project_slug=slug)
-    tag = "release-2026-11-27-with-a-very-long-branch-name-" + "f" * 40
-    status, output, log = run_k8s_deploy(project, tmp_path, "Complete", 0, tag=tag)
+    status, output, log = run_k8s_deploy(project, tmp_path, "Complete", 0)
     assert status == 0, output
     name = one(applied(log)[0], "Job")["metadata"]["name"]
     assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
-    assert name.startswith(f"{slug}-migrate-release")
+    assert name == f"{slug}-migrate-0123456789ab"
+
+
+# A docker that records its arguments; `push` reports the digest as Docker's client does.
+FAKE_DOCKER = r"""#!/usr/bin/env bash
+echo "docker $*" >>"$DOCKER_LOG"
+if [[ "$1" == push ]]; then echo "${2##*:}: digest: $FAKE_DIGEST size: 1789"; fi
+"""
+
+
+def test_deploy_without_a_ci_image_builds_for_the_derived_platform_and_rolls_out_the_pushed_digest(
+    k8s_project: Any, tmp_path: Path
+) -> None:
+    """Issues 13.6 and 13.7: from a laptop the script is still the one command, the image is built
+    for the hosts' platform (not the laptop's) and deployed by the digest the push gave."""
+    project = k8s_project("postgresql-uvicorn")
+    values = derived(project)
+    work = tmp_path / "repo"
+    shutil.copytree(project, work, ignore=shutil.ignore_patterns(".venv"))
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=work, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "x"], cwd=work, check=True
+    )
+    fake_bin = tmp_path / "docker-bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text(FAKE_DOCKER)
+    (fake_bin / "docker").chmod(0o755)
+    docker_log = tmp_path / "docker.log"
+    status, output, log = run_k8s_deploy(
+        work,
+        tmp_path,
+        "Complete",
+        0,
+        image_ref=None,
+        extra_env={
+            "IMAGE": "registry.example.com/acme/my-service",
+            "DOCKER_LOG": str(docker_log),
+            "FAKE_DIGEST": DIGEST,
+        },
+        extra_path=fake_bin,
+    )
+    assert status == 0, output
+    build, push = docker_log.read_text().splitlines()
+    assert build.startswith("docker build ") and f"--platform {values['image_platform']}" in build
+    assert push.startswith("docker push registry.example.com/acme/my-service:")
+    deployments = by_kind(applied(log)[1], "Deployment")
+    assert {pod_spec(d)["containers"][0]["image"] for d in deployments} == {IMAGE_REF}

@@ -14,6 +14,7 @@ each platform is judged by, and say what derive() says.
 from __future__ import annotations
 
 import copy
+import http.server
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,7 +146,17 @@ def test_app_platform_specs_are_valid_and_say_what_derive_says(row: dict[str, An
             assert "domains" not in spec
         (web,) = spec["services"]
         assert spec["ingress"]["rules"] == [{"match": {"path": {"prefix": "/"}}, "component": {"name": web["name"]}}]
-        assert web["dockerfile_path"] == "Dockerfile" and web["github"]["deploy_on_push"] is True
+        # Issue 13.3: every component runs the image CI built, by digest; nothing builds from a
+        # branch and nothing deploys on push, around CI and the production approval.
+        for component in [web, *spec.get("jobs", []), *spec.get("workers", [])]:
+            assert "github" not in component and "dockerfile_path" not in component, component["name"]
+            assert component["image"] == {
+                "registry_type": "GHCR",
+                "registry": "your-github-user",
+                "repository": d["image_name"],
+                "digest": "IMAGE_DIGEST",
+            }, component["name"]
+        assert "deploy_on_push" not in json.dumps(spec)
         assert web["http_port"] == d["app_port"]
         assert web["health_check"]["http_path"] == d["health_ready_path"]
         assert web["health_check"]["port"] == d["app_port"]
@@ -287,7 +299,7 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
             assert env_vars["ENVIRONMENT"] == env
             assert env_vars["PORT"] == str(d["app_port"])
             assert env_vars["GRACEFUL_TIMEOUT"] == str(d["graceful_timeout"])
-            assert [s["name"] for s in container["secrets"]] == d["secret_env_names"]
+            assert sorted(s["name"] for s in container["secrets"]) == sorted(d["secret_env_names"])
             for secret in container["secrets"]:
                 assert secret["valueFrom"] == f"/{d['image_name']}/{env}/{secret['name']}"
             logs = container["logConfiguration"]
@@ -355,7 +367,12 @@ def test_cloudformation_says_what_derive_says(row: dict[str, Any], projects: dic
     cfn = yaml.load((project / "deploy/aws/cloudformation.yaml").read_text(), Loader=_CfnLoader)
     res = cfn["Resources"]
     tg = res["TargetGroup"]["Properties"]
-    assert tg["HealthCheckPath"] == d["health_ready_path"] and tg["Port"] == d["app_port"]
+    # Issue 13.4: ECS stops every task whose target fails the load balancer's check. On the ready
+    # path a database blip would make it replace all web tasks at once (and their replacements),
+    # so the load balancer checks liveness; readiness gates the deploy (docs/container.md).
+    assert tg["HealthCheckPath"] == d["health_live_path"] and tg["Port"] == d["app_port"]
+    (web,) = _task_definition(project, "staging")["containerDefinitions"]
+    assert web["healthCheck"]["command"] == ["CMD", *d["healthcheck_argv"]], "the container check is liveness too"
     attributes = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
     assert attributes["deregistration_delay.timeout_seconds"] == str(d["alb_deregistration_delay"])
     service = res["Service"]["Properties"]
@@ -514,16 +531,20 @@ if cmd == "cloudformation describe-stacks":
         outputs = {
             "ClusterName": "cluster", "ExecutionRoleArn": "arn:aws:iam::123456789012:role/exec",
             "TaskRoleArn": "arn:aws:iam::123456789012:role/task", "TaskSubnetIds": "subnet-a,subnet-b",
-            "TaskSecurityGroupId": "sg-1", "AssignPublicIp": "DISABLED", "LoadBalancerUrl": "http://alb",
+            "TaskSecurityGroupId": "sg-1", "AssignPublicIp": "DISABLED", "LoadBalancerUrl": state["lb_url"],
             "ServiceName": "web-svc" if "TaskDefinitionArn" in state["services"] else "None",
             "WorkerServiceName": "worker-svc" if "WorkerTaskDefinitionArn" in state["services"] else "None",
         }
-        out(outputs.get(key.group(1), "None"))
+        out("None" if key.group(1) in state.get("missing", []) else outputs.get(key.group(1), "None"))
     if "RepositoryName" in query:
-        out("my-service")
+        out("None" if "RepositoryName" in state.get("missing", []) else "my-service")
     out("Environment\tVpcId\tPublicSubnetIds\tTaskSubnetIds\tTaskDefinitionArn\tWorkerTaskDefinitionArn")
 if cmd == "sts get-caller-identity":
     out("123456789012")
+if cmd == "ssm get-parameters":  # names that exist; absent ones are InvalidParameters
+    names = args[args.index("--names") + 1 :]
+    names = names[: next((i for i, n in enumerate(names) if n.startswith("--")), len(names))]
+    out("\t".join(n for n in names if n in state.get("ssm_parameters", names)))
 if cmd == "ecr describe-images":
     sys.exit(0 if state["image_exists"] else 254)
 if cmd == "ecr get-login-password":
@@ -580,6 +601,22 @@ def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.C
     state = {"calls": [], "registered": [], "arns": {}, "image_exists": False, "stack_exists": True}
     state["services"] = ["TaskDefinitionArn", "WorkerTaskDefinitionArn"]
     state |= {"migration_exit": "0", "rolled_back": False, **scenario}
+    # The load balancer: answers the ready path 200, or 503 with ready=False (a new release that
+    # is alive but cannot reach its database).
+    ready_status = 200 if scenario.get("ready", True) else 503
+    ready_path = _derived(ROWS[1])["health_ready_path"]
+
+    class Balancer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(ready_status if self.path == ready_path else 404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Balancer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["lb_url"] = f"http://127.0.0.1:{server.server_address[1]}"
     state_file.write_text(json.dumps(state))
     env = {
         **os.environ,
@@ -587,14 +624,17 @@ def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.C
         "FAKE_AWS_STATE": str(state_file),
         "FAKE_ENGINE_LOG": str(tmp / "engine.log"),
     }
-    result = subprocess.run(
-        [str(project / "deploy/aws/deploy.sh"), "staging"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    try:
+        result = subprocess.run(
+            [str(project / "deploy/aws/deploy.sh"), "staging"],
+            cwd=project,
+            env={**env, "READY_DEADLINE": "3"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.shutdown()
     return result, json.loads(state_file.read_text())
 
 
@@ -630,6 +670,15 @@ def test_aws_deploy_stops_when_the_migration_fails(aws_project: Path, tmp_path: 
     assert not (tmp_path / "engine.log").exists(), "an image already in ECR is not rebuilt"
 
 
+def test_aws_deploy_fails_when_the_release_is_alive_but_not_ready(aws_project: Path, tmp_path: Path) -> None:
+    """The load balancer checks liveness (so an outage restarts nothing); readiness is the deploy's
+    gate: a stable service whose load balancer answers 503 on the ready path fails the deploy."""
+    result, state = _deploy_aws(aws_project, tmp_path, image_exists=True, ready=False)
+    assert result.returncode == 1, result.stderr
+    assert "not ready" in result.stderr and _derived(ROWS[1])["health_ready_path"] in result.stderr
+    assert len(_called(state, "ecs", "wait", "services-stable")) == 2
+
+
 def test_aws_deploy_fails_when_the_circuit_breaker_rolled_back(aws_project: Path, tmp_path: Path) -> None:
     result, _ = _deploy_aws(aws_project, tmp_path, rolled_back=True, image_exists=True)
     assert result.returncode == 1 and "circuit breaker rolled it back" in result.stderr
@@ -650,26 +699,84 @@ def test_aws_first_deploy_creates_the_services_through_the_stack(aws_project: Pa
 # ---------------------------------------------------------------------------------------------
 # deploy/digitalocean/deploy.sh against a recording CLI (Railway's: test_railway.py)
 # ---------------------------------------------------------------------------------------------
+# A doctl that keeps App Platform's state between runs and applies its rule for SECRET values
+# (DigitalOcean's app spec reference, `envs[].value`: "encrypted on first submission; on
+# following submissions, the encrypted value should be used"): a plain value is stored
+# encrypted as EV[...], an EV[...] value keeps the stored secret, and a SECRET without a value
+# is stored empty. A deployment whose SECRET_KEY (or another secret) is empty fails, as the app
+# refuses to start without it; `apps spec get` returns the live spec with the encrypted values.
 FAKE_DOCTL = r"""#!PYTHON
-import json, os, shutil, sys
+import base64, json, os, sys
 from pathlib import Path
+
+import yaml
 
 state_file = Path(os.environ["FAKE_STATE"])
 state = json.loads(state_file.read_text())
 args = sys.argv[1:]
 state["calls"].append(args)
-if "--spec" in args or args[:3] == ["apps", "spec", "validate"]:
-    spec = args[args.index("--spec") + 1] if "--spec" in args else args[3]
-    state["specs"].append(Path(spec).read_text())
-output = {
-    ("apps", "list"): "\n".join(f"{i} {name}" for i, name in state["apps"].items()),
-    ("apps", "create"): "new-app-id",
-    ("apps", "update"): "",
-    ("apps", "list-deployments"): state["phase"] + "\nACTIVE",
-    ("apps", "get"): "my-service.ondigitalocean.app",
-}.get(tuple(args[:2]), "")
-state_file.write_text(json.dumps(state))
-print(output)
+out = ""
+
+
+def save():
+    state_file.write_text(json.dumps(state))
+
+
+def components(spec):
+    return [c for kind in ("services", "workers", "jobs") for c in spec.get(kind, [])]
+
+
+def submit(spec, live):
+    # The spec App Platform stores, and whether its deployment goes ACTIVE.
+    stored, empty = json.loads(json.dumps(spec)), []
+    old = {(c["name"], e["key"]): e.get("value") for c in components(live or {}) for e in c.get("envs", [])}
+    for component in components(stored):
+        for env in component.get("envs", []):
+            if env.get("type") != "SECRET":
+                continue
+            value = env.get("value")
+            if value is None or value == "":
+                env.pop("value", None)
+                empty.append(f"{component['name']}.{env['key']}")
+            elif value.startswith("EV["):
+                if value != old.get((component["name"], env["key"])):
+                    print(f"Error: invalid encrypted value for {env['key']}", file=sys.stderr)
+                    save()
+                    sys.exit(1)
+            else:
+                env["value"] = "EV[1:" + base64.b64encode(value.encode()).decode() + "]"
+    failed = empty or state.get("fail")
+    state["deployments"].append({"phase": "ERROR" if failed else "ACTIVE", "empty": empty})
+    return stored
+
+
+if args[:3] == ["apps", "spec", "validate"]:
+    state["specs"].append(Path(args[3]).read_text())
+elif args[:2] == ["apps", "list"]:
+    out = "\n".join(f"{i} {app['spec']['name']}" for i, app in state["apps"].items())
+elif args[:2] == ["apps", "create"]:
+    text = Path(args[args.index("--spec") + 1]).read_text()
+    state["specs"].append(text)
+    state["apps"]["app-1"] = {"spec": submit(yaml.safe_load(text), None)}
+    out = "app-1"
+elif args[:2] == ["apps", "update"]:
+    text = Path(args[args.index("--spec") + 1]).read_text()
+    state["specs"].append(text)
+    app = state["apps"][args[2]]
+    app["spec"] = submit(yaml.safe_load(text), app["spec"])
+elif args[:3] == ["apps", "spec", "get"]:
+    assert args[args.index("--format") + 1] == "json", args
+    out = json.dumps(state["apps"][args[3]]["spec"])
+elif args[:2] == ["apps", "list-deployments"]:
+    out = "\n".join(d["phase"] for d in reversed(state["deployments"]))
+elif args[:2] == ["apps", "get"]:
+    out = "my-service.ondigitalocean.app"
+else:
+    print(f"fake doctl: unexpected {args}", file=sys.stderr)
+    save()
+    sys.exit(2)
+save()
+print(out)
 """
 
 
@@ -688,55 +795,211 @@ def _run_with_fake(
     return result, json.loads(state_file.read_text())
 
 
+DIGESTS = ["sha256:" + c * 64 for c in "abc"]
+
+
+def _do_deploy(
+    project: Path, tmp: Path, env: str, digest: str, secrets: dict[str, str] | None = None, **state: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """One run of deploy/digitalocean/deploy.sh against the stateful fake (state kept in tmp)."""
+    state_file = tmp / "state.json"
+    previous = json.loads(state_file.read_text()) if state_file.exists() else {"apps": {}, "deployments": []}
+    command = ["env", f"IMAGE_REF=ghcr.io/acme/orders@{digest}"]
+    if secrets is not None:
+        secrets_file = tmp / f"{env}.secrets"
+        secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+        command.append(f"DO_SECRETS_FILE={secrets_file}")
+    command += [str(project / "deploy/digitalocean/deploy.sh"), env]
+    return _run_with_fake(project, tmp, "doctl", FAKE_DOCTL, command, **{**previous, **state})
+
+
+def _secrets(row: dict[str, Any]) -> dict[str, str]:
+    """Placeholder values of the secrets the spec declares (DATABASE_URL is bound, not set)."""
+    names = [n for n in _derived(row)["secret_env_names"] if n != "DATABASE_URL"]
+    return {n: f"orders_staging_your_{n.lower()}_here" for n in names}
+
+
+def _stored(state: dict[str, Any]) -> dict[tuple[str, str], str | None]:
+    spec = state["apps"]["app-1"]["spec"]
+    return {
+        (c["name"], e["key"]): e.get("value")
+        for kind in ("services", "workers", "jobs")
+        for c in spec.get(kind, [])
+        for e in c.get("envs", [])
+        if e.get("type") == "SECRET"
+    }
+
+
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_digitalocean_deploy_applies_the_environment_spec(env: str, projects: dict[str, Path], tmp_path: Path) -> None:
+def test_digitalocean_keeps_its_secrets_across_deploys_and_rolls_back_by_digest(
+    env: str, projects: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issues 13.2 and 13.3: the first deploy carries the secrets (DigitalOcean encrypts them),
+    every later one resubmits the live encrypted values, and a rollback is the previous digest."""
+    row = ROWS[1]  # PostgreSQL, Redis, a Celery worker and Sentry: secrets in every component
     project = projects[IDS[1]]
-    names = _derived(ROWS[1])["do_app_names"]
-    script = [str(project / "deploy/digitalocean/deploy.sh"), env]
-    result, state = _run_with_fake(
-        project, tmp_path, "doctl", FAKE_DOCTL, ["env", "DO_GITHUB_REPO=acme/orders", *script], apps={}, phase="ACTIVE"
-    )
+    names = _derived(row)["do_app_names"]
+    secrets = _secrets(row)
+    assert {"SECRET_KEY", "REDIS_URL", "SENTRY_DSN"} <= set(secrets)
+
+    # A first deploy without the secrets would create an app that cannot start: refused, nothing sent.
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[0])
+    assert result.returncode == 2, result.stderr
+    assert "DO_SECRETS_FILE" in result.stderr and "SECRET_KEY" in result.stderr
+    assert not [c for c in state["calls"] if c[:2] in (["apps", "create"], ["apps", "update"])]
+
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[0], secrets)
     assert result.returncode == 0, result.stderr
-    validated, created = state["specs"]
-    assert validated == created
-    spec = yaml.safe_load(created)
-    assert _do_errors(spec) == []
-    expected = _do_specs(project)[env]
-    for component in ("services", "jobs", "workers"):
-        for item in expected.get(component, []):
-            item["github"]["repo"] = "acme/orders"
-    assert spec == expected, "deploy.sh applies exactly the environment's spec, with the repository filled in"
-    assert spec["name"] == names[env]
-    # The second run finds the app by name and updates it; a failed deployment fails the script.
+    assert [c[:2] for c in state["calls"] if c[1] in ("create", "update")] == [["apps", "create"]]
+    created = yaml.safe_load(state["specs"][-1])
+    assert created["name"] == names[env]
+    assert _do_errors(created) == []
+    stored = _stored(state)
+    assert stored and all(v and v.startswith("EV[") for v in stored.values()), stored
+    images = {c["name"]: c["image"] for k in ("services", "workers", "jobs") for c in created.get(k, [])}
+    assert set(images) >= {"web", "worker", "migrate"}
+    for image in images.values():
+        assert image == {"registry_type": "GHCR", "registry": "acme", "repository": "orders", "digest": DIGESTS[0]}
+
+    # Later deploys carry no secrets: the live encrypted values are resubmitted, none is wiped.
+    for digest in (DIGESTS[1], DIGESTS[0]):  # a new image, then a rollback to the previous one
+        result, state = _do_deploy(project, tmp_path, env, digest)
+        assert result.returncode == 0, result.stderr
+        assert state["deployments"][-1] == {"phase": "ACTIVE", "empty": []}
+        assert _stored(state) == stored, "the secrets survive the redeploy"
+        live = state["apps"]["app-1"]["spec"]
+        assert {c["image"]["digest"] for k in ("services", "workers", "jobs") for c in live.get(k, [])} == {digest}
+        assert _do_errors(yaml.safe_load(state["specs"][-1])) == []
+
+    # A rotation: the one secret given in the file is replaced, the others stay.
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[2], {"SECRET_KEY": "orders_staging_rotated_here"})
+    assert result.returncode == 0, result.stderr
+    rotated = _stored(state)
+    assert rotated[("web", "SECRET_KEY")] != stored[("web", "SECRET_KEY")]
+    assert {k: v for k, v in rotated.items() if k[1] != "SECRET_KEY"} == {
+        k: v for k, v in stored.items() if k[1] != "SECRET_KEY"
+    }
+
+
+def test_the_fake_doctl_wipes_a_secret_resubmitted_without_its_value(projects: dict[str, Path], tmp_path: Path) -> None:
+    """The rule the test above relies on: resubmitting the committed spec (SECRETs without values)
+    leaves the app without its secrets and the deployment fails, as the old deploy.sh did."""
+    project = projects[IDS[1]]
+    result, state = _do_deploy(project, tmp_path, "staging", DIGESTS[0], _secrets(ROWS[1]))
+    assert result.returncode == 0, result.stderr
+    committed = tmp_path / "committed.yaml"
+    text = (project / ".do/deploy.template.yaml").read_text()
+    committed.write_text(yaml.safe_dump(yaml.safe_load(text)["spec"]))
     result, state = _run_with_fake(
         project,
         tmp_path,
         "doctl",
         FAKE_DOCTL,
-        ["env", "DO_GITHUB_REPO=acme/orders", *script],
-        apps={"app-1": names[env]},
-        phase="ERROR",
+        ["doctl", "apps", "update", "app-1", "--spec", str(committed)],
+        apps=state["apps"],
+        deployments=state["deployments"],
     )
-    assert [c[:3] for c in state["calls"] if c[1] in ("create", "update")] == [["apps", "update", "app-1"]]
+    assert state["deployments"][-1]["phase"] == "ERROR"
+    assert not any(_stored(state).values())
+
+
+def test_digitalocean_deploy_fails_when_the_deployment_fails(projects: dict[str, Path], tmp_path: Path) -> None:
+    result, _ = _do_deploy(projects[IDS[1]], tmp_path, "production", DIGESTS[0], _secrets(ROWS[1]), fail=True)
     assert result.returncode == 1 and "ended in phase ERROR" in result.stderr
 
 
-def test_digitalocean_deploy_needs_a_repository(projects: dict[str, Path], tmp_path: Path) -> None:
-    project = projects[IDS[1]]  # not a git checkout: no origin remote to read
-    result, state = _run_with_fake(
-        project,
-        tmp_path,
-        "doctl",
-        FAKE_DOCTL,
-        [str(project / "deploy/digitalocean/deploy.sh")],
-        apps={},
-        phase="ACTIVE",
-    )
-    assert result.returncode == 2 and "DO_GITHUB_REPO" in result.stderr
-    assert state["calls"] == []
+def test_digitalocean_deploy_names_a_secret_the_live_app_lost(projects: dict[str, Path], tmp_path: Path) -> None:
+    project = projects[IDS[1]]
+    result, state = _do_deploy(project, tmp_path, "staging", DIGESTS[0], _secrets(ROWS[1]))
+    assert result.returncode == 0, result.stderr
+    # The live app lost a secret (removed in the control panel): the deploy says which and stops.
+    del state["apps"]["app-1"]["spec"]["services"][0]["envs"][-1]
+    spec = state["apps"]["app-1"]["spec"]
+    for component in spec["services"]:
+        for e in component["envs"]:
+            if e["key"] == "SECRET_KEY":
+                e.pop("value")
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    result, state = _do_deploy(project, tmp_path, "staging", DIGESTS[1])
+    assert result.returncode == 2 and "web.SECRET_KEY" in result.stderr and "DO_SECRETS_FILE" in result.stderr
+    assert [c for c in state["calls"] if c[:2] == ["apps", "update"]] == []
+
+
+def test_digitalocean_deploy_needs_the_image_by_digest(projects: dict[str, Path], tmp_path: Path) -> None:
+    project = projects[IDS[1]]
+    script = str(project / "deploy/digitalocean/deploy.sh")
+    wrong = ("ghcr.io/acme/orders:latest", "ghcr.io/acme/orders@sha256:abc", "quay.io/acme/orders@" + DIGESTS[0])
+    for image in (None, *wrong):
+        command = ["env", "-u", "IMAGE_REF"] + ([f"IMAGE_REF={image}"] if image else []) + [script, "staging"]
+        result, state = _run_with_fake(project, tmp_path, "doctl", FAKE_DOCTL, command, apps={}, deployments=[])
+        assert result.returncode == 2 and "IMAGE_REF" in result.stderr, (image, result.stderr)
+        assert state["calls"] == []
 
 
 def test_aws_deploy_needs_the_stack(aws_project: Path, tmp_path: Path) -> None:
     result, state = _deploy_aws(aws_project, tmp_path, stack_exists=False)
     assert result.returncode == 1 and "create it from deploy/aws/cloudformation.yaml first" in result.stderr
     assert [c[:2] for c in state["calls"]] == [["cloudformation", "describe-stacks"]]
+
+
+def _stack_reads(script: str) -> tuple[set[str], set[str]]:
+    """The stack outputs and parameters deploy/aws/deploy.sh asks CloudFormation for."""
+    outputs = set(re.findall(r"\b(?:output|optional_output) ([A-Z]\w+)", script))
+    parameters = set(re.findall(r"ParameterKey=='(\w+)'", script))
+    for output_name, parameter in re.findall(r"^deploy_service (\w+) (\w+) ", script, re.M):
+        outputs.add(output_name)
+        parameters.add(parameter)
+    return outputs, parameters
+
+
+@pytest.mark.parametrize("row", [r for r, _ in AWS_ROWS], ids=[i for _, i in AWS_ROWS])
+def test_every_stack_output_and_parameter_the_aws_script_reads_is_in_the_template(
+    row: dict[str, Any], projects: dict[str, Path]
+) -> None:
+    """Issue 13.10: rename an output and the deploy must not "succeed" against a stub."""
+    project = projects[IDS[ROWS.index(row)]]
+    script = (project / "deploy/aws/deploy.sh").read_text()
+    cfn = yaml.load((project / "deploy/aws/cloudformation.yaml").read_text(), Loader=_CfnLoader)
+    outputs, parameters = _stack_reads(script)
+    assert {"ClusterName", "ExecutionRoleArn", "TaskRoleArn", "ServiceName", "LoadBalancerUrl"} <= outputs
+    assert {"RepositoryName", "TaskDefinitionArn"} <= parameters
+    assert outputs - set(cfn["Outputs"]) == set(), "outputs deploy.sh reads that the stack lacks"
+    assert parameters - set(cfn["Parameters"]) == set(), "parameters deploy.sh reads that the stack lacks"
+    # The check sees a rename.
+    renamed = script.replace("output TaskRoleArn", "output TaskRoleARN")
+    assert _stack_reads(renamed)[0] - set(cfn["Outputs"]) == {"TaskRoleARN"}
+
+
+@pytest.mark.parametrize("missing", ["ClusterName", "TaskSubnetIds", "RepositoryName"])
+def test_aws_deploy_refuses_a_stack_output_that_is_none(aws_project: Path, tmp_path: Path, missing: str) -> None:
+    """The CLI prints `None` for an output or parameter the stack lacks: the script stops there,
+    naming it, before it registers, migrates or updates anything."""
+    result, state = _deploy_aws(aws_project, tmp_path, missing=[missing], image_exists=True)
+    assert result.returncode == 1, result.stderr
+    assert f"has no {'parameter' if missing == 'RepositoryName' else 'output'} {missing}" in result.stderr
+    for call in (("ecs", "register-task-definition"), ("ecs", "run-task"), ("ecs", "update-service")):
+        assert _called(state, *call) == [], call
+
+
+@pytest.mark.parametrize("dsn_set", [False, True], ids=["no-dsn", "dsn"])
+def test_aws_optional_secrets_are_optional(
+    aws_project: Path, tmp_path: Path, dsn_set: bool, register_shape: Any
+) -> None:
+    """Issue 13.5: SSM cannot hold an empty value and a dummy DSN crashes sentry_sdk.init, so a
+    task that requires /<slug>/<env>/SENTRY_DSN cannot start without a real DSN. The deploy asks
+    SSM which optional parameters exist and references only those; required ones always."""
+    d = _derived(ROWS[1])
+    assert d["optional_secret_env_names"] == ["SENTRY_DSN"]
+    prefix = "/my-service/staging/"
+    parameters = [prefix + n for n in d["secret_env_names"] if dsn_set or n != "SENTRY_DSN"]
+    result, state = _deploy_aws(aws_project, tmp_path, image_exists=True, ssm_parameters=parameters)
+    assert result.returncode == 0, result.stderr
+    assert len(state["registered"]) == 2
+    for task in state["registered"]:
+        secrets = {s["name"]: s["valueFrom"] for s in task["containerDefinitions"][0]["secrets"]}
+        expected = [n for n in d["secret_env_names"] if dsn_set or n != "SENTRY_DSN"]
+        assert sorted(secrets) == sorted(expected), task["family"]
+        assert all(v == prefix + k for k, v in secrets.items())
+        assert _botocore_errors(task, register_shape) == [], task["family"]
+    (lookup,) = _called(state, "ssm", "get-parameters")
+    assert lookup[lookup.index("--names") + 1 :][:1] == [prefix + "SENTRY_DSN"]

@@ -393,6 +393,9 @@ def test_vm_deploy_ships_migrates_restarts_and_records_the_release(vm: dict[str,
         assert (vm["vm_dir"] / shipped).is_file(), shipped
     log = vm["log"].read_text().splitlines()
     assert f"image {vm['values']['image_name']}:v1" in log, "the image went through docker save | docker load"
+    # Issue 13.7: built for the hosts' platform, whatever the machine that runs the deploy.
+    (build,) = [line for line in log if line.startswith("docker build ")]
+    assert f"--platform {vm['values']['image_platform']} " in build
     calls = [line for line in log if line.startswith("docker compose")]
     assert all("-f compose.yaml -f deploy/vm/compose.prod.yaml" in c and c.endswith("IMAGE_TAG=v1") for c in calls)
     migrate = next(i for i, c in enumerate(calls) if " run --rm migrate " in c)
