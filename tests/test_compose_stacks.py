@@ -236,8 +236,8 @@ def _check_stack(stack: Stack, label: str, result_key: str, up: bool = True) -> 
 
 
 def test_postgresql_redis_arq_stack(stacks: Callable[..., Stack]) -> None:
-    stack = stacks("pg-arq", database="postgresql", redis=True, worker="arq", reverse_proxy="none")
-    _check_stack(stack, "PostgreSQL + Redis + arq", "arq:result:%s")
+    stack = stacks("pg-arq", database="postgresql", redis=True, worker="arq", reverse_proxy="nginx")
+    _check_stack(stack, "PostgreSQL + Redis + arq + nginx (through nginx)", "arq:result:%s")
 
 
 def test_mariadb_redis_celery_traefik_stack(stacks: Callable[..., Stack]) -> None:
