@@ -1,12 +1,14 @@
 """Whole stacks under the real `docker compose up` (container tier, Docker path).
 
-The service images compose names (derive()'s db_image and redis_image) are used when present,
-pulled where a registry answers, and otherwise replaced by stand-ins built here
-(tests/service_images.py). Each stack proves: migrate completes before the app starts; ready 200;
-an item created through the API is processed by the worker; `docker compose restart db` makes ready
-503 and then 200 again without restarting the app; data survives `down`/`up`; the app is read-only,
-non-root and without capabilities; `docker compose stop` ends every container within its grace
-period (no SIGKILL). `pytest tests/test_compose_stacks.py` runs them alone.
+The service images compose names (derive()'s db_image, redis_image and proxy_image) are used when
+present, pulled where a registry answers, and otherwise replaced by stand-ins built here
+(tests/service_images.py). Stacks: PostgreSQL + Redis + arq + nginx, MariaDB + Redis + Celery +
+Traefik, and PostgreSQL alone with the development override. Each proves: migrate completes before
+the app starts; ready 200 (through the proxy where there is one); an item created through the API
+is processed by the worker; `docker compose restart db` makes ready 503 and then 200 again without
+restarting the app; data survives `down`/`up`; the app is read-only, non-root and without
+capabilities; `docker compose stop` ends every container within its grace period (no SIGKILL).
+A broken database healthcheck makes `up` fail. `pytest tests/test_compose_stacks.py` runs them alone.
 """
 
 from __future__ import annotations
