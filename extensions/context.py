@@ -128,7 +128,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "kill_timeout": KILL_TIMEOUT,
         "drain_seconds": DRAIN_SECONDS,
-        "web_concurrency": 2 if server == "gunicorn" else 1,
+        "web_concurrency": 2 if server != "uvicorn" else 1,
+        # Several worker processes per container (gunicorn, or uvicorn's own --workers).
+        "multi_process": server != "uvicorn",
         "has_db": has_db,
         "db_scheme": db["scheme"],
         "db_driver": db["driver"],
