@@ -1,17 +1,18 @@
 """The generated image, measured: build times, size, start-up, throughput, shutdown.
 
-    uv run python benchmarks/container.py [--engine docker|podman] [--seconds 10] [--build-rounds 3]
+    uv run python benchmarks/container.py [--engine docker|podman] [--python 3.15] [--seconds 10] [--build-rounds 3]
 
-Renders the default project (Python 3.11, the stand-in base image where the official one cannot be
-pulled; see tests/containers.py), builds and runs it with Docker or Podman, and compares it with a
-bare FastAPI app served the same way (the same image, venv and uvicorn flags, a one-route app).
-Needs the host's PostgreSQL (FD_TEST_POSTGRES_URL). Load goes to 127.0.0.1 only, bounded in time.
+Renders the default project (on the template's default Python, or --python; the stand-in base image
+where the official one cannot be pulled; see tests/containers.py), builds and runs it with Docker or
+Podman, and compares it with a bare FastAPI app served the same way (the same image, venv and
+uvicorn flags, a one-route app). Needs the host's PostgreSQL (FD_TEST_POSTGRES_URL). Load goes to
+127.0.0.1 only, bounded in time.
 
 Measures with every engine that works here (Docker needs a client with BuildKit: buildx, or a client
 older than 23; FD_DOCKER names it), or the one named by --engine. Prints the figures and writes
-docs/benchmarks/container-<engine>.md per engine. Aims: layers added to the base within
-10% of the virtual environment's size; code-only rebuild under 10% of a cold build; live
-requests per second at least 0.9 of the bare app's.
+docs/benchmarks/container-<engine>.md per engine (container-<engine>-py<XY>.md for another
+Python). Aims: layers added to the base within 10% of the virtual environment's size; code-only
+rebuild under 10% of a cold build; live requests per second at least 0.9 of the bare app's.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from containers import ENGINE_NAMES, Engine, base_image, derive, detect_engine, ensure_base_images  # noqa: E402
 
 PAGES = ROOT / "docs" / "benchmarks"
-PYTHON = "3.11"
+PYTHON = derive({})["python"]["version"]  # the template's default; --python changes it
 IGNORE = shutil.ignore_patterns(".git", ".venv", "site", "__pycache__", ".pytest_cache", ".ruff_cache")
 POSTGRES_URL = os.environ.get("FD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BUILDAH_CACHE = Path("/var/tmp/buildah-cache")  # where Podman keeps RUN --mount=type=cache
@@ -91,6 +92,8 @@ def render(dest: Path) -> Path:
 
     src = dest.parent / "template"
     shutil.copytree(ROOT, src, ignore=IGNORE)
+    # The tasks find uv on PATH: the template's own first (a pyenv shim fails for a Python pyenv lacks).
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     render_template(src, dest, tasks=True, python_version=PYTHON, project_name="Bench Service")
     if not (dest / "uv.lock").exists():
         subprocess.run(["uv", "lock", "--quiet"], cwd=dest, check=True)
@@ -228,7 +231,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="alternating load runs per server")
     parser.add_argument("--build-rounds", type=int, default=3, help="timed builds of each kind (median)")
+    parser.add_argument("--python", default=PYTHON, help=f"the project's python_version (default {PYTHON})")
     args = parser.parse_args()
+    default = PYTHON
+    globals()["PYTHON"] = args.python
 
     names = [args.engine] if args.engine else list(ENGINE_NAMES)
     engines = [found for found in map(detect_engine, names) if found is not None]
@@ -236,10 +242,10 @@ def main() -> None:
         raise SystemExit(f"no container engine: {' nor '.join(names)} works (see tests/containers.py)")
     for engine in engines:
         print(f"\n== {engine.name}", flush=True)
-        measure(engine, args)
+        measure(engine, args, suffix="" if args.python == default else f"-py{args.python.replace('.', '')}")
 
 
-def measure(engine: Engine, args: argparse.Namespace) -> None:
+def measure(engine: Engine, args: argparse.Namespace, suffix: str = "") -> None:
     values = derive({})
     bases = ensure_base_images(engine, PYTHON, values["uv_version"])
     rows: list[tuple[str, str, str]] = []
@@ -422,7 +428,8 @@ def measure(engine: Engine, args: argparse.Namespace) -> None:
         f"# Container benchmark: {engine.name.capitalize()}",
         "",
         f"Measured {when} on {machine} with `uv run python benchmarks/container.py --engine {engine.name}"
-        f" --seconds {args.seconds} --rounds {args.rounds} --build-rounds {args.build_rounds}`:",
+        f"{f' --python {PYTHON}' if suffix else ''} --seconds {args.seconds} --rounds {args.rounds}"
+        f" --build-rounds {args.build_rounds}`:",
         f"the default project (uvicorn, PostgreSQL) rendered for Python {PYTHON}, base image",
         f"`{base_image(PYTHON)}` ({bases[base_image(PYTHON)]}), the app run read-only with `--network host`",
         "against the host's PostgreSQL. The bare apps are one-route FastAPI apps started from the same",
@@ -444,7 +451,7 @@ def measure(engine: Engine, args: argparse.Namespace) -> None:
         "official slim image, so the added size is the figure to compare with the virtual environment.",
         "",
     ]
-    page = PAGES / f"container-{engine.name}.md"
+    page = PAGES / f"container-{engine.name}{suffix}.md"
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("\n".join(lines))
     print(f"wrote {page.relative_to(ROOT)}")

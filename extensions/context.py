@@ -6,10 +6,31 @@ Templates read these names from the Copier context; none of them is spelled twic
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from copier_template_extensions import ContextHook
 
+
+def _filters() -> ModuleType:
+    """extensions/filters.py, loaded by path as Copier loads it (the folder is not a package)."""
+    name = "fastapi_deploy_filters"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("filters.py"))
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+filters = _filters()
+
+# ruff's line length in the generated project (the Python filters wrap long text to it).
+LINE_LENGTH = filters.LINE_LENGTH
 APP_PORT = 8000
 HEALTH_LIVE_PATH = "/health/live"
 HEALTH_READY_PATH = "/health/ready"
@@ -22,17 +43,57 @@ KILL_TIMEOUT = 30
 # Seconds a stopping instance keeps serving before the server gets SIGTERM (Kubernetes preStop
 # sleep), while load balancers take it out of rotation. DRAIN + GRACEFUL stays below KILL.
 DRAIN_SECONDS = 5
+# Seconds an old Railway deployment keeps serving after the new one is live (overlapSeconds),
+# while Railway's edge moves connections over; then SIGTERM, and drainingSeconds (the kill
+# timeout) until SIGKILL. OVERLAP + GRACEFUL stays within KILL, like DRAIN_SECONDS elsewhere.
+OVERLAP_SECONDS = 10
+# The `railway` npm package whose `railway/iac` DSL .railway/railway.ts is written in, the
+# TypeScript and Node types it is checked with, and the Railway CLI (>= the SDK's minimum,
+# 5.42.1) that evaluates it in CI.
+RAILWAY_NPM = {"railway": "3.11.0", "typescript": "7.0.2", "@types/node": "26.6.11"}
+RAILWAY_CLI_VERSION = "5.63.1"
 # Average CPU use at which autoscaling adds replicas, on every platform that autoscales.
 AUTOSCALE_CPU_PERCENT = 70
 # Seconds a new instance may take to become ready before a deploy counts as failed.
 STARTUP_TIMEOUT = 120
 # uv release whose image the Dockerfile copies the uv binary from.
 UV_VERSION = "0.13.9"
+# Copier and the template's Jinja extensions, as the generated project's scheduled template
+# update runs them: the versions this template is tested with (uv.lock; tests/test_template_ci.py).
+COPIER_REQUIREMENTS = ("copier==9.19.1", "copier-template-extensions==0.3.4", "jinja2-time==0.2.0")
 # Numeric UID and GID of the image's non-root user (files stay owned by root).
 APP_UID = 10001
-# Redis major.minor line of the compose stack and every platform that provisions Redis.
-REDIS_VERSION = "7.4"
+# Python lines the python_version question offers, oldest first, and its default: the newest
+# line whose every dependency installs and whose generated suite passes (docs/versions.md). A line
+# is dropped when CPython ends its support (3.11: 2027-10).
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14", "3.15")
+PYTHON_DEFAULT = "3.14"
+# Debian release of the image's base, python:<version>-slim-<release> (Debian's current stable).
+BASE_DEBIAN = "trixie"
+# Server lines of the compose stack and CI; every platform that provisions one asks for the same
+# major version where it lets you choose.
+POSTGRES_VERSION = "18"
+MARIADB_VERSION = "11.8"  # LTS; MySQL 8.4 LTS works through the same driver (aiomysql)
+REDIS_VERSION = "8.2"
 REDIS_IMAGE = f"redis:{REDIS_VERSION}-alpine"
+# What DigitalOcean's managed databases offer (its API's database options): PostgreSQL up to 17
+# (18 only on its "advanced" clusters), MySQL 8, and Valkey 8 for Redis (its Redis 7 reached end
+# of life on 2025-06-30).
+DO_DATABASE_VERSIONS = {"postgresql": "17", "mysql": "8"}
+DO_VALKEY_VERSION = "8"
+
+
+def python_forms(version: str) -> dict[str, str]:
+    """Every spelling of the Python line that a generated file needs, from the one answer
+    (copier.yml's choices keep it to PYTHON_VERSIONS)."""
+    major, minor = version.split(".")[:2]
+    return {
+        "version": version,  # .python-version (CI's setup-python), build args, mypy python_version
+        "requires": f">={version}",  # requires-python
+        "ruff_target": f"py{major}{minor}",  # ruff target-version
+        "debian": BASE_DEBIAN,
+        "image": f"python:{version}-slim-{BASE_DEBIAN}",  # the Dockerfile's base and GitLab CI's
+    }
 
 
 def _next_minor(version: str) -> str:
@@ -46,8 +107,11 @@ DATABASES: dict[str, dict[str, Any]] = {
         "driver": "asyncpg",
         "requirements": ["asyncpg>=0.30"],
         "port": 5432,
-        "version": "17",  # the server line; managed databases ask for the same major version
-        "image": "postgres:17-alpine",
+        "version": POSTGRES_VERSION,
+        "image": f"postgres:{POSTGRES_VERSION}-alpine",
+        # The volume's mount point: the 18+ images keep data in /var/lib/postgresql/<major>/docker
+        # and refuse to start with a volume at the old /var/lib/postgresql/data.
+        "data_dir": "/var/lib/postgresql",
         "label": "PostgreSQL",
     },
     "mysql": {
@@ -55,8 +119,9 @@ DATABASES: dict[str, dict[str, Any]] = {
         "driver": "aiomysql",
         "requirements": ["aiomysql>=0.2", "cryptography>=43"],  # MySQL 8 auth
         "port": 3306,
-        "version": "11.4",
-        "image": "mariadb:11.4",
+        "version": MARIADB_VERSION,
+        "image": f"mariadb:{MARIADB_VERSION}",
+        "data_dir": "/var/lib/mysql",
         "label": "MySQL/MariaDB",
     },
     "sqlite": {
@@ -66,6 +131,7 @@ DATABASES: dict[str, dict[str, Any]] = {
         "port": None,
         "version": None,
         "image": None,
+        "data_dir": None,
         "label": "SQLite",
     },
     "none": {
@@ -75,6 +141,7 @@ DATABASES: dict[str, dict[str, Any]] = {
         "port": None,
         "version": None,
         "image": None,
+        "data_dir": None,
         "label": "none",
     },
 }
@@ -84,17 +151,46 @@ PLATFORM_DIRS = {
     "railway": "railway",
     "digitalocean": "digitalocean",
     "aws_ecs": "aws",
+    "aws_eb": "aws_eb",
     "kubernetes": "k8s",
     "vm": "vm",
 }
 
 PLATFORM_NEXT_STEPS = {
-    "railway": "Railway: see docs/deploy/railway.md, then `scripts/deploy.sh railway staging` (railway up).",
+    "railway": "Railway: `scripts/deploy.sh railway staging` plans and applies .railway/railway.ts, then deploys"
+    " (docs/deploy/railway.md).",
     "digitalocean": "DigitalOcean: `scripts/deploy.sh digitalocean staging` with doctl (docs/deploy/digitalocean.md).",
     "aws_ecs": "AWS ECS: create the stack, then `scripts/deploy.sh aws_ecs staging` (docs/deploy/aws.md).",
+    "aws_eb": (
+        "AWS Elastic Beanstalk: create the stack, then `scripts/deploy.sh aws_eb staging`"
+        " (docs/deploy/elastic-beanstalk.md)."
+    ),
     "kubernetes": "Kubernetes: `kubectl apply -k deploy/k8s/overlays/production` (docs/deploy/kubernetes.md).",
     "vm": "VM: `scripts/deploy.sh vm` ships the image over SSH (docs/deploy/vm.md).",
 }
+
+
+def _railway_database(database: str, version: str | None, image: str | None) -> dict[str, str] | None:
+    """The Railway database resource of the engine: its name, image, URL variable and data path."""
+    if database == "postgresql":
+        # Railway's own PostgreSQL image (the official one plus SSL), one tag per major line.
+        return {
+            "name": "Postgres",
+            "engine": "postgres",
+            "image": f"ghcr.io/railwayapp-templates/postgres-ssl:{version}",
+            "output": "DATABASE_URL",
+            "mount": "/var/lib/postgresql/data",
+        }
+    if database == "mysql":
+        # The compose stack's MariaDB image; it reads the MYSQL_* variables Railway sets.
+        return {
+            "name": "MySQL",
+            "engine": "mysql",
+            "image": str(image),
+            "output": "MYSQL_URL",
+            "mount": "/var/lib/mysql",
+        }
+    return None
 
 
 def placeholder(package_name: str, env: str, what: str = "key") -> str:
@@ -109,7 +205,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
     server = answers.get("server", "uvicorn")
     platforms = list(answers.get("platforms") or [])
     worker = answers.get("worker", "none")
-    db = DATABASES[database]
+    # An answer that is not one of the choices (--data database=oracle) is refused by Copier with
+    # the list of choices; until then the derived values must not fail on it.
+    db = DATABASES.get(database, DATABASES["none"])
     has_db = database != "none"
     migration_argv = ["alembic", "upgrade", "head"] if has_db else []
     domain = answers.get("domain") or ""
@@ -118,6 +216,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "arq": ["arq", f"{package_name}.worker.WorkerSettings"],
         "celery": ["celery", "-A", f"{package_name}.worker:celery_app", "worker", "--loglevel", "INFO"],
     }.get(worker, [])
+    serve_argv = ["python", "-m", f"{package_name}.serve"]
     return {
         "app_module": f"{package_name}.main:create_app",  # an app factory
         "app_port": APP_PORT,
@@ -128,6 +227,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "graceful_timeout": GRACEFUL_TIMEOUT,
         "kill_timeout": KILL_TIMEOUT,
         "drain_seconds": DRAIN_SECONDS,
+        "overlap_seconds": OVERLAP_SECONDS,
         "web_concurrency": 2 if server != "uvicorn" else 1,
         # Several worker processes per container (gunicorn, or uvicorn's own --workers).
         "multi_process": server != "uvicorn",
@@ -138,14 +238,23 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "db_port": db["port"],
         "db_version": db["version"],
         "db_image": db["image"],
+        "db_data_dir": db["data_dir"],
+        # The managed database's version on DigitalOcean (app spec `version`, doctl --version).
+        "do_db_version": DO_DATABASE_VERSIONS.get(database),
+        "do_valkey_version": DO_VALKEY_VERSION,
+        # The Python line in every spelling its files need (pyproject, ruff, the type checker,
+        # the Dockerfile's base, CI): one answer, one place.
+        "python": python_forms(answers.get("python_version") or PYTHON_DEFAULT),
         "db_label": db["label"],
         "db_is_server": database in ("postgresql", "mysql"),
         "migration_argv": migration_argv,
         "migration_command": " ".join(migration_argv),
         # The container's processes: the web server, its health check, the worker.
-        "serve_argv": ["python", "-m", f"{package_name}.serve"],
+        "serve_argv": serve_argv,
         "healthcheck_argv": ["python", "-m", f"{package_name}.healthcheck"],
         "worker_argv": worker_argv,
+        # The route through which the API hands the example job to the worker.
+        "enqueue_path": "/items/{item_id}/process" if has_db else "/jobs/process-item/{item_id}",
         "worker_command": " ".join(worker_argv),
         # What differs between staging and production; every platform reads it from here.
         "environments": {
@@ -159,6 +268,8 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                 "cpu_units": 256,
                 "memory_mib": 512,
                 "do_instance_size": "apps-s-1vcpu-0.5gb",
+                # Elastic Beanstalk EC2 instance type (web and worker containers share it).
+                "eb_instance_type": "t3.small",
             },
             "production": {
                 "replicas": 2,
@@ -169,6 +280,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
                 "memory_mib": 1024,
                 # Autoscaling on App Platform needs a dedicated-CPU size.
                 "do_instance_size": "apps-d-1vcpu-1gb",
+                "eb_instance_type": "t3.medium",
             },
         },
         "autoscale_cpu_percent": AUTOSCALE_CPU_PERCENT,
@@ -187,11 +299,17 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
             "production": slug[:32].rstrip("-"),
             "staging": slug[:24].rstrip("-") + "-staging",
         },
+        # Elastic Beanstalk environment names: 4 to 40 characters, per environment.
+        "eb_environment_names": {
+            "production": slug[:29].rstrip("-") + "-production",
+            "staging": slug[:32].rstrip("-") + "-staging",
+        },
         "uses_redis": bool(answers.get("redis")),
         # The app opens connections at start-up (a lifespan, ready checks): database or Redis.
         "has_dependencies": has_db or bool(answers.get("redis")),
         "has_worker": worker != "none",
         "uv_version": UV_VERSION,
+        "copier_requirements": list(COPIER_REQUIREMENTS),
         # The generated project builds with uv's own backend from the same release line: uv
         # then builds it in-process, with no build environment (what the image's builder runs).
         "uv_build_requirement": f"uv_build>={UV_VERSION},<{_next_minor(UV_VERSION)}",
@@ -202,6 +320,29 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "redis_version": REDIS_VERSION,
         "redis_image": REDIS_IMAGE,
         "image_name": answers.get("project_slug") or "app",
+        # Railway IaC (.railway/railway.ts): the SDK and CLI, and the managed resources of the
+        # chosen engines at the same server lines as compose.
+        "railway_npm": RAILWAY_NPM,
+        "railway_cli_version": RAILWAY_CLI_VERSION,
+        # Railway runs pre-deploy commands without volumes: SQLite migrates in the start command.
+        "railway_sqlite_start": f'/bin/sh -c "{" ".join(migration_argv)} && exec {" ".join(serve_argv)}"',
+        "railway_database": _railway_database(database, db["version"], db["image"]),
+        "railway_redis": (
+            # The official image, as Railway's own Redis template runs it.
+            {
+                "name": "Redis",
+                "engine": "redis",
+                "image": f"redis:{REDIS_VERSION}",
+                "output": "REDIS_URL",
+                "mount": "/data",
+            }
+            if answers.get("redis")
+            else None
+        ),
+        # ruff's line length in the generated project; the Python filters wrap text to it.
+        "line_length": LINE_LENGTH,
+        # The CORS origins as browsers send them (lowercase scheme and host), in the answer's order.
+        "cors_origin_list": filters.normalize_origins(str(answers.get("cors_origins") or "")),
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "platform_dirs": PLATFORM_DIRS,
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),

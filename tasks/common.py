@@ -7,6 +7,8 @@ or with `uv run --no-project --with plumbum --with pyyaml python <template>/task
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -89,7 +91,8 @@ def timeout(kind: str) -> float:
 
 # Set by whatever launched Copier, never meant for the project: a virtualenv, and the version a
 # pyenv shim pins for its own children (it would hide the project's .python-version from uv).
-LEAKED_VARIABLES = frozenset({"VIRTUAL_ENV", "PYENV_VERSION", "PYENV_DIR"})
+# uv's settings for the template's own environment must not redirect the project's either.
+LEAKED_VARIABLES = frozenset({"VIRTUAL_ENV", "PYENV_VERSION", "PYENV_DIR", "UV_PROJECT_ENVIRONMENT", "UV_FROZEN"})
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -125,8 +128,14 @@ def run(
     """
     seconds = timeout(kind)
     command = local[argv[0]][argv[1:]]
+    wanted = env if env is not None else clean_env()
     try:
-        with local.cwd(cwd), local.env(**(env if env is not None else clean_env())):
+        # local.env(**wanted) would only add: plumbum merges it into its own copy of os.environ,
+        # so a variable clean_env() dropped (PYENV_VERSION) would still reach the command.
+        with local.cwd(cwd), local.env():
+            for name in [name for name in local.env.getdict() if name not in wanted]:
+                del local.env[name]
+            local.env.update(wanted)
             code, out, err = command.run(retcode=None, timeout=seconds, stdin=subprocess.DEVNULL)
     except ProcessTimedOut as exc:
         raise StepFailed(
@@ -204,6 +213,20 @@ def _is_temporary(path: Path) -> bool:
     except ValueError:
         return False
     return ".clone." in str(path)
+
+
+def status_path(project_root: Path) -> Path:
+    """Where a sequence leaves the names of its failed steps for Copier's closing message.
+
+    Outside the project (nothing to commit or ignore), one file per project folder; the
+    `failed_steps` filter in extensions/filters.py reads it, with this same formula.
+    """
+    key = hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"fastapi-deploy-status-{key}.json"
+
+
+def write_status(project_root: Path, failed: list[str]) -> None:
+    status_path(project_root).write_text(json.dumps({"failed": failed}), encoding="utf-8")
 
 
 def say(step: str, message: str) -> None:

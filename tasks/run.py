@@ -11,6 +11,7 @@ with its own interpreter; run it by hand from the project's folder to re-run one
     python <template>/tasks/run.py all            # the five, in that order (what a copy runs)
     python <template>/tasks/run.py after-update   # secrets, lock, secret-check (after an update)
     python <template>/tasks/run.py move OLD NEW   # follow a path the template moved (before an update)
+    python <template>/tasks/run.py railway-iac --stage before|after --from REF  # retire railway.json
 
 Every step is idempotent. A failure names the step, the cause, the fix and the command that
 re-runs that step alone, and the exit status is 1 (2 for a usage error).
@@ -32,9 +33,10 @@ try:
     import step_lock
     import step_migrations
     import step_move
+    import step_railway_iac
     import step_secret_check
     import step_secrets
-    from common import Project, StepFailed, StepSkipped, rerun_command, say
+    from common import Project, StepFailed, StepSkipped, rerun_command, say, write_status
 except ImportError as missing:  # another Python than Copier's: say which one works
     here = Path(__file__).resolve()
     sys.exit(
@@ -56,8 +58,11 @@ SEQUENCES = {
 }
 
 
-def run_one(name: str, step: Callable[[Project], str], project: Project, on_failure: str) -> bool:
-    """Run one step and report it; True when it did not fail."""
+OK, FAILED, SKIPPED = "ok", "FAILED", "skipped"
+
+
+def run_one(name: str, step: Callable[[Project], str], project: Project, on_failure: str) -> str:
+    """Run one step and report it: OK, FAILED or SKIPPED."""
     project.notes.clear()
     try:
         message = step(project)
@@ -65,7 +70,7 @@ def run_one(name: str, step: Callable[[Project], str], project: Project, on_fail
         say(name, f"skipped: {skipped.reason}")
         if skipped.later:
             say(name, f"to do it later, from the project folder: {skipped.later}")
-        return True
+        return SKIPPED
     except StepFailed as failure:
         block = [
             f"FAILED: {failure.problem}",
@@ -80,18 +85,49 @@ def run_one(name: str, step: Callable[[Project], str], project: Project, on_fail
                 "pass --no-cleanup to `copier copy` to make task failures fail the copy.)"
             )
         say(name, "\n".join(block))
-        return False
+        return FAILED
     finally:
         for note in project.notes:
             say(name, f"note: {note}")
     say(name, message)
-    return True
+    return OK
+
+
+def _git_after_failures(failed: list[str]) -> Callable[[Project], str]:
+    """The git step once an earlier step failed: no first commit that looks finished."""
+
+    def skip(project: Project) -> str:
+        raise StepSkipped(
+            f"{', '.join(failed)} failed, so the project is not committed (a first commit would look "
+            "finished); fix the failures, re-run them, then run the git step",
+            rerun_command("git", project),
+        )
+
+    return skip
+
+
+def summary(sequence: str, outcomes: dict[str, str], project: Project) -> str:
+    """Every step of a sequence with its outcome, and the command that re-runs each failure."""
+    width = max(len(name) for name in outcomes)
+    lines = ["summary:"]
+    for name, outcome in outcomes.items():
+        lines.append(f"  {outcome:<8} {name:<{width}}".rstrip())
+        if outcome == FAILED:
+            lines.append(f"           re-run: {rerun_command(name, project)}")
+    failed = [name for name, outcome in outcomes.items() if outcome == FAILED]
+    if failed:
+        lines.append(f"NOT READY: {len(failed)} step(s) failed ({', '.join(failed)}); see each one above.")
+    else:
+        lines.append("every step passed or had nothing to do: the project is ready.")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=[*STEPS, *SEQUENCES, "move"])
+    parser.add_argument("step", choices=[*STEPS, *SEQUENCES, "move", "railway-iac"])
     parser.add_argument("paths", nargs="*", help="for move: OLD NEW, relative to the project")
+    parser.add_argument("--from", dest="ref", default="", help="for railway-iac: the release updated from")
+    parser.add_argument("--stage", choices=["before", "after"], default="after", help="for railway-iac")
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="the project folder (default: here)")
     parser.add_argument(
         "--on-failure",
@@ -106,16 +142,26 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.paths) != 2:
             parser.error("move needs OLD and NEW")
         old, new = args.paths
-        ok = run_one("move", lambda p: step_move.run_step(p, old, new), project, args.on_failure)
+        ok = run_one("move", lambda p: step_move.run_step(p, old, new), project, args.on_failure) != FAILED
+    elif args.step == "railway-iac":
+        stage = step_railway_iac.before if args.stage == "before" else step_railway_iac.after
+        ok = run_one("railway-iac", lambda p: stage(p, args.ref), project, args.on_failure) != FAILED
     else:
         if args.paths:
             parser.error(f"{args.step} takes no paths")
         names = SEQUENCES.get(args.step, [args.step])
-        results = [run_one(name, STEPS[name], project, args.on_failure) for name in names]
-        ok = all(results)
-        if len(names) > 1 and not ok:
-            failed = [name for name, result in zip(names, results, strict=True) if not result]
-            say(args.step, f"{len(failed)} step(s) failed: {', '.join(failed)} (see above)")
+        outcomes: dict[str, str] = {}
+        for name in names:
+            failed = [done for done, outcome in outcomes.items() if outcome == FAILED]
+            step = _git_after_failures(failed) if name == "git" and failed else STEPS[name]
+            outcomes[name] = run_one(name, step, project, args.on_failure)
+        ok = FAILED not in outcomes.values()
+        if len(names) > 1:
+            say(args.step, summary(args.step, outcomes, project))
+        # Read by the closing message of `copier copy`, which Copier prints only when the task
+        # exits 0: with --on-failure exit and a failure there is no message, so no file either.
+        if args.step == "all" and (ok or args.on_failure == "report"):
+            write_status(project.root, [name for name, outcome in outcomes.items() if outcome == FAILED])
     if ok or args.on_failure == "report":
         return 0
     return 1

@@ -14,10 +14,11 @@ PLATFORM_SETS: list[tuple[str, ...]] = [
     ("railway",),
     ("digitalocean",),
     ("aws_ecs",),
+    ("aws_eb",),
     ("kubernetes",),
     ("vm",),
     ("railway", "vm"),
-    ("railway", "digitalocean", "aws_ecs", "kubernetes", "vm"),
+    ("railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"),
 ]
 EXTRAS = [  # (redis, worker)
     (False, "none"),
@@ -34,7 +35,7 @@ FACTORS: dict[str, list[Any]] = {
     "ci": ["github", "gitlab", "none"],
     "sentry": [False, True],
     "metrics": [False, True],
-    "python_version": ["3.11", "3.12", "3.13"],
+    "python_version": ["3.11", "3.12", "3.13", "3.14", "3.15"],  # every choice of copier.yml
     "domain": ["", "api.example.com"],
 }
 SQLITE_PLATFORMS = {"railway", "vm"}
@@ -90,3 +91,40 @@ def to_answers(row: dict[str, Any]) -> dict[str, Any]:
     answers["platforms"] = list(row["platforms"])
     answers["redis"], answers["worker"] = row["extras"]
     return answers
+
+
+# Names at the edges of what the validators accept (issue 12): the longest name, slug,
+# description and author, quotes and backslashes, and names that hold a reserved word without
+# being one. Each renders with every platform and option that prints a name.
+_LONG_DESCRIPTION = ("Tracks \"stock\" across warehouses \\ stores, with O'Brien's rules; " * 4)[:200].strip()
+NAME_CASES: list[dict[str, Any]] = [
+    {
+        "project_name": "Inventory Management API for Warehouses, Stores & Depots EU",
+        "project_slug": "inventory-management-api-for-warehouses",
+        "description": _LONG_DESCRIPTION,
+        "author_name": ('Platform Team "Ops" O\'Brien ' * 4)[:100].strip(),
+        "author_email": "o'brien.platform+ops@example.co.uk",
+    },
+    {"project_name": "Redis Cache", "description": "Caches $HOME `keys` and $(hot) values"},
+    {"project_name": "Yes Please", "project_slug": "yes-api", "package_name": "yes_api"},
+    {"project_name": "Tests Runner", "author_name": "Zoë Ångström"},
+]
+NAME_CASE_OPTIONS: dict[str, Any] = {
+    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
+    "redis": True,
+    "worker": "celery",
+    "reverse_proxy": "nginx",
+    "ci": "gitlab",
+    "sentry": True,
+    "metrics": True,
+    "domain": "api.example.com",
+    "cors_origins": "https://App.Example.com,http://localhost:3000",
+}
+# Reserved words: each refused for the question it is given to (tests/test_answers.py has more).
+RESERVED_CASES: list[dict[str, Any]] = [
+    {"project_name": "Logging"},  # slug "logging" is a standard-library module
+    {"project_name": "FastAPI"},  # a dependency: uv lock would fail ("depends on itself")
+    {"project_name": "Tests"},
+    {"project_name": "Null"},
+    {"project_slug": "on"},
+]

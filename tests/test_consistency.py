@@ -28,7 +28,7 @@ from deploy_checks import (
     one,
 )
 
-ALL = ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"]
+ALL = ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"]
 SETS: dict[str, dict[str, Any]] = {
     "postgresql-gunicorn-celery-domain": {
         "platforms": ALL,
@@ -50,9 +50,10 @@ SETS: dict[str, dict[str, Any]] = {
 }
 # Every file each platform is read from; all of them must exist when the platform is chosen.
 PLATFORM_FILES = {
-    "railway": ["railway.json"],
+    "railway": [".railway/railway.ts", ".railway/package.json", "deploy/railway/deploy.sh"],
     "digitalocean": [".do/app.yaml", ".do/deploy.template.yaml"],
     "aws_ecs": ["deploy/aws/task-definition.json", "deploy/aws/cloudformation.yaml", "deploy/aws/deploy.sh"],
+    "aws_eb": ["deploy/aws_eb/cloudformation.yaml", "deploy/aws_eb/docker-compose.yml", "deploy/aws_eb/deploy.sh"],
     "kubernetes": ["deploy/k8s/overlays/staging", "deploy/k8s/overlays/production"],
     "vm": ["deploy/vm/compose.prod.yaml", "deploy/vm/deploy.sh"],
 }
@@ -148,18 +149,37 @@ def read_compose(project: Path, facts: Facts, env_file: Path, label: str, files:
         )
 
 
-def read_railway(project: Path, facts: Facts) -> None:
-    deploy = json.loads((project / "railway.json").read_text())["deploy"]
-    facts.add("ready_path", "railway.json healthcheckPath", deploy["healthcheckPath"])
-    facts.add("startup_timeout", "railway.json healthcheckTimeout", deploy["healthcheckTimeout"])
-    # drainingSeconds: SIGTERM to SIGKILL; overlapSeconds: old and new run side by side.
-    facts.add("kill_timeout", "railway.json drainingSeconds", deploy["drainingSeconds"])
-    command = deploy.get("preDeployCommand")
-    if command is not None:
-        joined = " ".join(command) if isinstance(command, list) else command
-        facts.add("migration_command", "railway.json preDeployCommand", joined)
-    else:
-        facts.add("migration_command", "railway.json preDeployCommand", "")
+def read_railway(project: Path, facts: Facts, scratch: Path) -> None:
+    """.railway/railway.ts as Railway's CLI sees it: evaluated with the SDK for each environment."""
+    from railway_iac import ENVIRONMENTS, SdkUnavailable, evaluate
+
+    try:
+        by_env = evaluate({"railway": (project / ".railway/railway.ts").read_text()}, scratch)["railway"]
+    except SdkUnavailable as exc:
+        need(False, f"the railway npm SDK is needed to evaluate .railway/railway.ts: {exc}")
+    slug = answers(project)["project_slug"]
+    for env in ENVIRONMENTS:
+        label = f"railway.ts ({env})"
+        services = {r["name"]: r for r in by_env[env]["resources"] if r["type"] == "service"}
+        web = services[slug]
+        deploy, variables = web["deploy"], web.get("variables", {})
+        facts.add("port", f"{label} PORT", int(variables["PORT"]["value"]))
+        facts.add("ready_path", f"{label} healthcheckPath", deploy["healthcheckPath"])
+        facts.add("startup_timeout", f"{label} healthcheckTimeout", deploy["healthcheckTimeout"])
+        # drainingSeconds: SIGTERM to SIGKILL; overlapSeconds: old and new run side by side before it.
+        facts.add("kill_timeout", f"{label} drainingSeconds", deploy["drainingSeconds"])
+        if "startCommand" in deploy:  # SQLite: migrate on the volume, then exec the server
+            _shell, _flag, script = shlex.split(deploy["startCommand"])
+            migrate, _, serve = script.partition(" && exec ")
+            facts.add("migration_command", f"{label} start command", migrate)
+            facts.add("serve_argv", f"{label} start command", shlex.split(serve))
+        else:
+            facts.add("migration_command", f"{label} preDeployCommand", " ".join(deploy.get("preDeployCommand", [])))
+        facts.add("migrates", f"{label} migrates", "preDeployCommand" in deploy or "startCommand" in deploy)
+        worker = services.get(f"{slug}-worker")
+        if worker:
+            facts.add("worker_argv", f"{label} worker start", shlex.split(worker["deploy"]["startCommand"]))
+            facts.add("kill_timeout", f"{label} worker drainingSeconds", worker["deploy"]["drainingSeconds"])
 
 
 def read_digitalocean(project: Path, facts: Facts) -> None:
@@ -220,6 +240,36 @@ def read_aws(project: Path, facts: Facts) -> None:
         facts.add("migration_argv", "ECS deploy.sh migration override", override["command"])
     else:
         facts.add("migration_argv", "ECS deploy.sh migration override", [])
+
+
+def read_aws_eb(project: Path, facts: Facts) -> None:
+    eb = project / "deploy/aws_eb"
+    stack = yaml.load((eb / "cloudformation.yaml").read_text(), Loader=_CfnLoader)  # a SafeLoader subclass
+    settings = stack["Resources"]["BeanstalkEnvironment"]["Properties"]["OptionSettings"]
+    options = {(o["Namespace"], o["OptionName"]): o["Value"] for o in settings if "Namespace" in o}
+    environment = {n: v for (ns, n), v in options.items() if ns == "aws:elasticbeanstalk:application:environment"}
+    process = "aws:elasticbeanstalk:environment:process:default"
+    facts.add("port", "EB env PORT", int(environment["PORT"]))
+    facts.add("graceful_timeout", "EB env GRACEFUL_TIMEOUT", int(environment["GRACEFUL_TIMEOUT"]))
+    facts.add("graceful_timeout", "EB process DeregistrationDelay", int(options[process, "DeregistrationDelay"]))
+    facts.add("ready_path", "EB process HealthCheckPath", options[process, "HealthCheckPath"])
+    compose = yaml.safe_load((eb / "docker-compose.yml").read_text())
+    web = compose["services"]["web"]
+    host, container = web["ports"][0].split(":")
+    facts.add("port", "EB compose web container port", int(container))
+    facts.add("eb_process_port", "EB compose web host port", (host, options[process, "Port"]))
+    for name, service in compose["services"].items():
+        facts.add("kill_timeout", f"EB compose {name} stop_grace_period", int(service["stop_grace_period"].rstrip("s")))
+        facts.add("uid", f"EB compose {name} user", int(service["user"].split(":")[0]))
+    if "worker" in compose["services"]:
+        facts.add("worker_argv", "EB compose worker command", compose["services"]["worker"]["command"])
+    migration = eb / ".ebextensions/migrations.config"
+    if migration.exists():
+        (command,) = yaml.safe_load(migration.read_text())["container_commands"].values()
+        tail = command["command"].split('"$image"')[1]  # what runs in the image
+        facts.add("migration_argv", "EB leader-only container command", shlex.split(tail))
+    else:
+        facts.add("migration_argv", "EB leader-only container command", [])
 
 
 def read_kubernetes(project: Path, facts: Facts) -> None:
@@ -285,9 +335,10 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
     read_serve_defaults(project, facts)
     read_compose(project, facts, env_file, "compose.yaml", ["compose.yaml"])
     readers = {
-        "railway": lambda: read_railway(project, facts),
+        "railway": lambda: read_railway(project, facts, tmp_path / "railway-eval"),
         "digitalocean": lambda: read_digitalocean(project, facts),
         "aws_ecs": lambda: read_aws(project, facts),
+        "aws_eb": lambda: read_aws_eb(project, facts),
         "kubernetes": lambda: read_kubernetes(project, facts),
         "vm": lambda: read_vm(project, facts, env_file),
     }
@@ -310,6 +361,7 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
         "uid": values["app_uid"],
         "stop_signal": "SIGTERM",
         "migrates": values["has_db"],
+        "eb_process_port": ("80", "80"),  # the load balancer's process port is the host port compose maps
     }
     disagreements = [
         f"{what}: {where} says {value!r}, derive() says {expected[what]!r}"
@@ -321,9 +373,10 @@ def test_every_file_agrees_with_derive_and_with_the_others(template_src: Path, t
 
     # Each platform contributed the values it declares; nothing was silently skipped.
     prefixes = {
-        "railway": "railway.json",
+        "railway": "railway.ts",
         "digitalocean": "DO ",
         "aws_ecs": ("ECS", "CloudFormation"),
+        "aws_eb": "EB ",
         "kubernetes": "k8s",
         "vm": "VM ",
     }
@@ -350,10 +403,155 @@ def test_the_comparison_catches_a_drifted_value(template_src: Path, tmp_path: Pa
     project = render_template(
         template_src, tmp_path / "my-service", ci="none", platforms=["railway"], database="postgresql"
     )
-    railway = project / "railway.json"
+    railway = project / ".railway/railway.ts"
     railway.write_text(railway.read_text().replace('"/health/ready"', '"/healthz"'))
     facts = Facts()
-    read_railway(project, facts)
-    assert (
-        facts.seen["ready_path"]["railway.json healthcheckPath"] == "/healthz" != derived(project)["health_ready_path"]
-    )
+    read_railway(project, facts, tmp_path / "railway-eval")
+    read = facts.seen["ready_path"]
+    assert read["railway.ts (production) healthcheckPath"] == "/healthz" != derived(project)["health_ready_path"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Versions: the Python line and the service lines, read back from every file that names them.
+# ---------------------------------------------------------------------------------------------
+def python_facts(project: Path, env_file: Path) -> dict[str, str]:
+    """where -> the Python line that file asks for, each parsed as what it is."""
+    import tomllib
+
+    found: dict[str, str] = {}
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    requires = pyproject["project"]["requires-python"]
+    assert requires.startswith(">="), requires
+    found["pyproject requires-python"] = requires.removeprefix(">=")
+    target = pyproject["tool"]["ruff"]["target-version"]
+    found["ruff target-version"] = f"{target[2]}.{target[3:]}"
+    mypy = pyproject.get("tool", {}).get("mypy", {})
+    if "python_version" in mypy:
+        found["mypy python_version"] = str(mypy["python_version"])
+    args: dict[str, str] = {}
+    for keyword, value in dockerfile_instructions(project / "Dockerfile"):
+        if keyword == "ARG" and "=" in value:
+            name, default = value.split("=", 1)
+            args[name] = default
+        elif keyword == "FROM" and value.startswith("${BASE_IMAGE}"):
+            base = args["BASE_IMAGE"].replace("${PYTHON_VERSION}", args["PYTHON_VERSION"])
+            match = re.fullmatch(r"python:(\d+\.\d+)-slim-[a-z]+", base)
+            assert match, f"the Dockerfile's base image {base!r} is not python:X.Y-slim-<debian>"
+            found["Dockerfile base image"] = match.group(1)
+    found["Dockerfile ARG PYTHON_VERSION"] = args["PYTHON_VERSION"]
+    build = compose_config(project, ["compose.yaml"], env_file)["services"]["app"]["build"]
+    found["compose build arg PYTHON_VERSION"] = build["args"]["PYTHON_VERSION"]
+    workflow = project / ".github/workflows/ci.yml"
+    if workflow.exists():
+        steps = [s for job in yaml.safe_load(workflow.read_text())["jobs"].values() for s in job.get("steps", [])]
+        setups = [s["with"] for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@")]
+        assert setups, "no setup-python step in the GitHub workflow"
+        for setup in setups:
+            if "python-version-file" in setup:
+                found[f"GitHub setup-python ({setup['python-version-file']})"] = (
+                    (project / setup["python-version-file"]).read_text().strip()
+                )
+            else:
+                found["GitHub setup-python python-version"] = str(setup["python-version"])
+    gitlab = project / ".gitlab-ci.yml"
+    if gitlab.exists():
+        image = yaml.safe_load(gitlab.read_text())[".python"]["image"]
+        match = re.fullmatch(r"python:(\d+\.\d+)-slim(-[a-z]+)?", image if isinstance(image, str) else image["name"])
+        assert match, image
+        found["GitLab .python image"] = match.group(1)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("python_version", "ci"),
+    [(v, "github") for v in ("3.11", "3.12", "3.13", "3.14", "3.15")] + [("3.14", "gitlab"), ("3.15", "gitlab")],
+)
+def test_python_version_is_the_same_in_every_file(
+    template_src: Path, tmp_path: Path, python_version: str, ci: str
+) -> None:
+    project = render_template(template_src, tmp_path / "svc", ci=ci, python_version=python_version)
+    found = python_facts(project, env_file_for(tmp_path))
+    expected = {
+        "pyproject requires-python",
+        "ruff target-version",
+        "Dockerfile base image",
+        "compose build arg PYTHON_VERSION",
+    }
+    expected.add("GitHub setup-python (.python-version)" if ci == "github" else "GitLab .python image")
+    assert expected <= set(found), f"not read from: {sorted(expected - set(found))}"
+    assert derived(project)["python"]["version"] == python_version
+    wrong = {where: value for where, value in found.items() if value != python_version}
+    assert not wrong, f"python_version {python_version}, but {wrong}"
+
+
+def test_python_choices_and_default_are_derive_s(template_src: Path) -> None:
+    """copier.yml offers exactly PYTHON_VERSIONS with PYTHON_DEFAULT first in line, and the render
+    matrix covers every choice."""
+    from combinations import FACTORS
+    from deploy_checks import context_module
+
+    question = yaml.safe_load((template_src / "copier.yml").read_text())["python_version"]
+    context = context_module()
+    assert tuple(question["choices"]) == context.PYTHON_VERSIONS
+    assert question["default"] == context.PYTHON_DEFAULT
+    assert tuple(FACTORS["python_version"]) == context.PYTHON_VERSIONS
+
+
+SERVICE_SETS = {
+    "postgresql": {"database": "postgresql", "redis": True, "platforms": ["digitalocean", "vm"]},
+    "mysql": {"database": "mysql", "redis": True, "platforms": ["digitalocean", "vm"]},
+}
+
+
+@pytest.mark.parametrize("ci", ["github", "gitlab"])
+@pytest.mark.parametrize("key", SERVICE_SETS)
+def test_service_versions_are_derive_s_in_compose_ci_and_every_platform(
+    template_src: Path, tmp_path: Path, key: str, ci: str
+) -> None:
+    project = render_template(template_src, tmp_path / "svc", ci=ci, **SERVICE_SETS[key])
+    values = derived(project)
+    env_file = env_file_for(tmp_path)
+    images: dict[str, str] = {}
+    for label, files in (
+        ("compose", ["compose.yaml"]),
+        ("VM compose", ["compose.yaml", "deploy/vm/compose.prod.yaml"]),
+    ):
+        services = compose_config(project, files, env_file)["services"]
+        images[f"{label} db"] = services["db"]["image"]
+        images[f"{label} redis"] = services["redis"]["image"]
+        # The volume sits where the image keeps its data (PostgreSQL 18+: /var/lib/postgresql).
+        targets = [v["target"] for v in services["db"]["volumes"] if v.get("source") == "db-data"]
+        assert targets == [values["db_data_dir"]], (label, services["db"]["volumes"])
+    if ci == "github":
+        jobs = yaml.safe_load((project / ".github/workflows/ci.yml").read_text())["jobs"]
+        for name, service in (jobs["test"].get("services") or {}).items():
+            images[f"GitHub service {name}"] = service["image"]
+    else:
+        for service in yaml.safe_load((project / ".gitlab-ci.yml").read_text())["test"]["services"]:
+            images[f"GitLab service {service['alias']}"] = service["name"]
+    db_major = values["db_version"]
+    expected_db = values["db_image"]
+    assert expected_db.split(":")[1].split("-")[0] == db_major
+    assert values["redis_image"].split(":")[1].split("-")[0] == values["redis_version"]
+    wrong = {
+        where: image
+        for where, image in images.items()
+        if image != (values["redis_image"] if where.endswith("redis") else expected_db)
+    }
+    assert not wrong, wrong
+    assert len([w for w in images if not w.endswith("redis")]) >= 3, images
+
+    # DigitalOcean's managed database: the same major line where the platform offers it.
+    for path in (".do/app.yaml", ".do/deploy.template.yaml"):
+        spec = yaml.safe_load((project / path).read_text())
+        (database,) = spec.get("spec", spec)["databases"]
+        assert database["version"] == values["do_db_version"], (path, database)
+    guide = (project / "docs/deploy/digitalocean.md").read_text()
+    engine = "pg" if key == "postgresql" else "mysql"
+    assert f"--engine {engine} --version {values['do_db_version']} " in guide
+    assert f"--engine valkey --version {values['do_valkey_version']} " in guide
+    if key == "postgresql":
+        # DigitalOcean's newest managed PostgreSQL is one line behind compose's, never ahead.
+        assert int(values["do_db_version"]) <= int(db_major)
+    else:
+        assert values["do_db_version"] == "8"

@@ -3,13 +3,15 @@
 Engine tests build each variant's image with Docker or Podman (tests/containers.py), run the
 migrations and the app from it against the host's real PostgreSQL/MariaDB, and inspect the
 image's filesystem. Stand-in base images are built on demand where the official ones cannot be
-pulled (Python 3.11 from Debian bookworm), so container projects are rendered with 3.11.
+pulled (Debian forky's Python 3.14 and 3.15). Every variant runs on the default Python (3.14); the
+newest (3.15) builds and runs the defaults and MariaDB variants.
 hadolint runs over the Dockerfiles of many answer combinations; needs no engine. With Docker,
 `docker compose up` runs a SQLite stack for real (the other stacks need registry images).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -30,9 +32,10 @@ import pytest
 import yaml
 from conftest import ROOT, UV, filled_env, need, render_template, run
 from containers import Engine, base_image, derive, detect_engine, ensure_base_images, wanted_engines
-from deploy_checks import compose_config
+from deploy_checks import compose_config, context_module
 
-PYTHON = "3.11"  # the stand-in base image's Python (Debian bookworm)
+PYTHON = derive({})["python"]["version"]  # the template's default Python (3.14)
+NEWEST = context_module().PYTHON_VERSIONS[-1]  # the newest Python the question offers (3.15)
 CONTAINER = pytest.mark.xdist_group("container")
 
 # The defaults (uvicorn, PostgreSQL), every other server x database pair, and a worker.
@@ -101,7 +104,7 @@ _BUILT: dict[tuple[str, str], Built] = {}  # (engine, variant) -> image
 def prepare_project(template_src: Path, dest: Path, answers: dict[str, Any]) -> Path:
     """Render with the post-generation tasks, as a user gets the project: uv.lock, a .env with
     fresh secrets, a .venv and a first git commit, all of which sit in the build context."""
-    render_template(template_src, dest, tasks=True, python_version=PYTHON, **answers)
+    render_template(template_src, dest, tasks=True, **{"python_version": PYTHON, **answers})
     if not (dest / "uv.lock").exists():  # the lock task reports failures without stopping
         run([UV, "lock", "--quiet"], cwd=dest, timeout=300)
     if not (dest / ".git").exists():
@@ -121,26 +124,29 @@ def env_secret(project: Path) -> str:
     return secret
 
 
-def build_args() -> dict[str, str]:
-    return {"PYTHON_VERSION": PYTHON}
+def build_args(python: str = PYTHON) -> dict[str, str]:
+    return {"PYTHON_VERSION": python}
 
 
 @pytest.fixture(scope="session")
 def built(
     engine: Engine, base_images: dict[str, str], template_src: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], Built]:
-    def _built(name: str) -> Built:
-        answers = {"project_name": f"Box {name}", **VARIANTS[name]}
-        if name not in _PROJECTS:  # rendered once, built by each engine
-            dest = prepare_project(template_src, tmp_path_factory.mktemp("image") / f"box-{name}", answers)
-            _PROJECTS[name] = (dest, env_secret(dest))
-        key = (engine.name, name)
+) -> Callable[..., Built]:
+    def _built(name: str, python: str = PYTHON) -> Built:
+        answers = {"project_name": f"Box {name}", **VARIANTS[name], "python_version": python}
+        variant = name if python == PYTHON else f"{name}-py{python.replace('.', '')}"
+        if variant not in _PROJECTS:  # rendered once, built by each engine
+            dest = prepare_project(template_src, tmp_path_factory.mktemp("image") / f"box-{variant}", answers)
+            _PROJECTS[variant] = (dest, env_secret(dest))
+        key = (engine.name, variant)
         if key not in _BUILT:
-            dest, secret = _PROJECTS[name]
+            if python != PYTHON:
+                ensure_base_images(engine, python, derive({})["uv_version"])
+            dest, secret = _PROJECTS[variant]
             # One tag per variant and xdist worker, kept after the run: removing images would also
             # drop build cache that a parallel worker (or the next run) is about to reuse.
-            tag = f"localhost/fd-test-{name}:{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-            log = engine.build(dest, tag, build_args())
+            tag = f"localhost/fd-test-{variant}:{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+            log = engine.build(dest, tag, build_args(python))
             _BUILT[key] = Built(name, answers, dest, tag, log)
             _BUILT[key].secret = secret
         return _BUILT[key]
@@ -221,16 +227,23 @@ def database_urls(kind: str, fresh_database: Callable[[str], str], data: Path) -
 
 
 @CONTAINER
-@pytest.mark.parametrize("variant", [name for name in VARIANTS if name != "arq-worker"])
+@pytest.mark.parametrize(
+    ("variant", "python"),
+    [(name, PYTHON) for name in VARIANTS if name != "arq-worker"] + [("defaults", NEWEST), ("uvicorn-mysql", NEWEST)],
+)
 def test_image_migrates_serves_read_only_as_non_root(
     variant: str,
+    python: str,
     engine: Engine,
-    built: Callable[[str], Built],
+    built: Callable[..., Built],
     fresh_database: Callable[[str], str],  # before containers: torn down after them
     containers: Callable[..., str],
     tmp_path: Path,
 ) -> None:
-    box = built(variant)
+    box = built(variant, python)
+    # The image runs the Python the project was rendered for (the stand-in's python3 included).
+    version = engine.run("run", "--rm", *engine.run_flags, box.tag, "python", "-c", "import sys; print(sys.version)")
+    assert version.stdout.startswith(f"{python}."), version.stdout
     database = box.answers.get("database", "postgresql")
     env = {"ENVIRONMENT": "production", "SECRET_KEY": secrets.token_urlsafe(48), "READY_TIMEOUT": "2"}
     extra: list[str] = []
@@ -280,6 +293,44 @@ def test_image_migrates_serves_read_only_as_non_root(
         not_ready = httpx.get(base2 + box.context["health_ready_path"], timeout=15)
         assert not_ready.status_code == 503, not_ready.text
         assert "database" in not_ready.json()["checks"]
+
+
+@CONTAINER
+def test_beanstalk_leader_only_migration_runs_in_the_image(
+    engine: Engine,
+    built: Callable[[str], Built],
+    fresh_database: Callable[[str], str],
+    template_src: Path,
+    tmp_path: Path,
+) -> None:
+    """The container command of deploy/aws_eb/.ebextensions/migrations.config, run for real: its
+    `docker run` with every flag it passes, on the built image, the variables it forwards set as
+    Elastic Beanstalk sets them, against a real PostgreSQL. Only the ECR login is left out (no
+    registry here); where the command runs and how often is Elastic Beanstalk's part."""
+    box = built("defaults")
+    project = render_template(template_src, tmp_path / "eb", platforms=["aws_eb"], ci="none")
+    config = yaml.safe_load((project / "deploy/aws_eb/.ebextensions/migrations.config").read_text())
+    (command,) = config["container_commands"].values()
+    docker_run = command["command"].split("&&")[-1].split()
+    assert docker_run[:2] == ["docker", "run"], command["command"]
+    args = [box.tag if a == '"$image"' else a for a in docker_run[2:]]
+    assert box.tag in args
+    forwarded = [value for flag, value in itertools.pairwise(args) if flag == "--env"]
+    assert {"DATABASE_URL", "SECRET_KEY"} <= set(forwarded), forwarded
+    variables = {"ENVIRONMENT": "staging", "LOG_LEVEL": "INFO", "SECRET_KEY": secrets.token_urlsafe(48)}
+    variables["DATABASE_URL"] = fresh_database("postgresql")
+    env = {**os.environ, **variables}
+    result = subprocess.run(
+        [*engine.exe, "run", *engine.run_flags, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    migration = box.context["migration_argv"]
+    assert args[-len(migration) :] == migration
+    check = [*args[: -len(migration)], "alembic", "current"]
+    current = subprocess.run(
+        [*engine.exe, "run", *engine.run_flags, *check], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert current.returncode == 0 and "(head)" in current.stdout, current.stdout + current.stderr
 
 
 @CONTAINER
@@ -704,6 +755,7 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
 
 
 @CONTAINER
+@pytest.mark.container  # finds Docker itself rather than through the engine fixture
 def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_development(
     template_src: Path, tmp_path: Path
 ) -> None:
@@ -829,7 +881,7 @@ def test_dockerignore_keeps_secrets_vcs_caches_and_tests_out(
         f"src/{package}/.env",
         ".git/config",
         ".venv/bin/python",
-        f"src/{package}/__pycache__/main.cpython-311.pyc",
+        f"src/{package}/__pycache__/main.cpython-{PYTHON.replace('.', '')}.pyc",
         ".pytest_cache/v/x",
         "app.db",
         "tls.key",
@@ -863,3 +915,10 @@ def test_derived_container_values() -> None:
     image = derive({"redis": True})["redis_image"]
     name, _, tag = image.partition(":")
     assert name == "redis" and tag and tag != "latest" and tag[0].isdigit()
+
+
+def test_image_tests_run_the_default_and_the_newest_python() -> None:
+    """PYTHON and NEWEST follow copier.yml: its default and its last choice."""
+    question = yaml.safe_load((ROOT / "copier.yml").read_text())["python_version"]
+    assert question["default"] == PYTHON
+    assert question["choices"][-1] == NEWEST

@@ -81,6 +81,8 @@ def test_sqlite_refusals_name_the_platforms() -> None:
     assert filters.sqlite_refusals(["railway", "vm"], "sqlite") == []
     assert filters.sqlite_refusals(["aws_ecs", "vm", "kubernetes"], "sqlite") == ["aws_ecs", "kubernetes"]
     assert filters.sqlite_refusals(["aws_ecs"], "postgresql") == []
+    assert filters.sqlite_refusals(["railway", "aws_eb", "vm"], "sqlite") == ["aws_eb"]
+    assert "several instances" in filters.sqlite_refusal_reason(["aws_eb"], "sqlite")
     assert "ephemeral" in filters.sqlite_refusal_reason(["aws_ecs"], "sqlite")
 
 
@@ -174,3 +176,168 @@ def test_hook_updates_the_context_in_place() -> None:
         _copier_conf={}, database="mysql", package_name="shop"
     )
     assert rendered == "8000 mysql+aiomysql /health/ready"
+
+
+def test_derive_railway_values() -> None:
+    """Railway's overlap fits in the kill timeout with the graceful one, and its managed
+    resources run the same server lines as compose."""
+    for database, engine in (("postgresql", "postgres"), ("mysql", "mysql")):
+        d = context.derive({"database": database, "redis": True, "platforms": ["railway"]})
+        assert d["overlap_seconds"] > 0 and d["overlap_seconds"] + d["graceful_timeout"] <= d["kill_timeout"]
+        assert d["railway_database"]["engine"] == engine
+        assert d["railway_database"]["image"].endswith(f":{d['db_version']}")
+        assert d["railway_redis"]["image"] == f"redis:{d['redis_version']}"
+    for database in ("sqlite", "none"):
+        assert context.derive({"database": database})["railway_database"] is None
+    assert context.derive({"redis": False})["railway_redis"] is None
+    start = context.derive({"database": "sqlite", "package_name": "shop"})["railway_sqlite_start"]
+    assert start == '/bin/sh -c "alembic upgrade head && exec python -m shop.serve"'
+
+
+# ---------------------------------------------------------------------------------------------
+# One rule for free text, and the format filters (issue 12)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "char", ["\n", "\r", "\t", "\x00", "\x7f", "\x85", "\u2028", "\u2029", "\u200b", "\u202e", "\ufeff"]
+)
+def test_text_error_refuses_control_and_invisible_characters(char: str) -> None:
+    message = filters.text_error(f"My{char}Service", "project_name")
+    assert message.startswith("project_name holds control or invisible characters")
+    assert f"U+{ord(char):04X}" in message
+    with pytest.raises(ValueError, match="refusing to render"):
+        filters.yaml_str(f"a{char}b")
+
+
+def test_text_error_accepts_ordinary_text_and_names_length_and_spaces() -> None:
+    assert filters.text_error('Café "Orders" API — v2 ✓', "project_name") == ""
+    assert "61 characters long: keep it to 60" in filters.text_error("x" * 61, "project_name")
+    assert "starts or ends with spaces" in filters.text_error(" x", "author_name")
+    assert "backslash" in filters.text_error("a\\", "description")
+    assert "backslash" in filters.text_error('a\\"b', "description")
+    assert filters.text_error("a \\ b", "description") == ""
+
+
+@pytest.mark.parametrize(
+    ("check", "good"),
+    [
+        ("is_slug", "my-service"),
+        ("is_identifier", "my_service"),
+        ("is_email", "dev@example.com"),
+        ("is_hostname", "api.example.com"),
+        ("is_aws_region", "us-east-1"),
+    ],
+)
+def test_validators_match_the_whole_value(check: str, good: str) -> None:
+    function = getattr(filters, check)
+    assert function(good)
+    for suffix in ["\n", "\r\n", " ", "\nx"]:
+        assert not function(good + suffix), f"{check} accepted {good + suffix!r}"
+
+
+def test_uppercase_hostnames_are_not_hostnames_and_ports_stop_at_65535() -> None:
+    assert not filters.is_hostname("API.example.com")
+    assert filters.bad_origins("https://a.example.com:65535") == []
+    assert filters.bad_origins("https://a.example.com:65536,https://b.example.com:0") == [
+        '"https://a.example.com:65536"',
+        '"https://b.example.com:0"',
+    ]
+    assert filters.normalize_origins("HTTPS://App.Example.com , http://LOCALHOST:3000") == [
+        "https://app.example.com",
+        "http://localhost:3000",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("json", "standard-library"),
+        ("logging", "standard-library"),
+        ("distutils", "standard-library"),
+        ("fastapi", "dependencies"),
+        ("pydantic-settings", "dependencies"),
+        ("sentry_sdk", "dependencies"),
+        ("uvicorn-worker", "dependencies"),
+        ("tests", "test package"),
+        ("test", "test package"),
+        ("yes", "YAML"),
+        ("off", "YAML"),
+        ("null", "YAML"),
+    ],
+)
+def test_reserved_names_are_refused_with_a_suggestion(name: str, why: str) -> None:
+    message = filters.name_error(name, "package_name")
+    assert why in message and message.startswith(f'package_name "{name}"')
+    assert f'"{name}_service"' in message
+    assert filters.reserved_reason(f"{name}_service".replace("-", "_")) == ""
+
+
+def test_yaml_json_and_toml_strings_round_trip() -> None:
+    import json
+    import tomllib
+
+    import yaml
+
+    for text in ['a "b" \\c', "yes", "null", "~", "1e3", "- x", "a: b", "#x", "&a *b", "!!str", "café 😀", "{{ x }}"]:
+        assert yaml.safe_load(f"k: {filters.yaml_str(text)}") == {"k": text}
+        assert json.loads(filters.json_str(text)) == text
+        assert tomllib.loads(f"k = {filters.toml_str(text)}") == {"k": text}
+
+
+def test_shell_words_and_env_values_are_never_expanded() -> None:
+    import subprocess
+
+    for text in ["$(touch x)", "`id`", "a b", "it's", '"q"', "${HOME}", "a;b"]:
+        out = subprocess.run(["bash", "-c", f"printf %s {filters.sh_word(text)}"], capture_output=True, text=True)
+        assert out.stdout == text
+    assert filters.env_value("https://a.example.com,http://b:3000") == "https://a.example.com,http://b:3000"
+    assert filters.env_value("a $b") == "'a $b'"
+    with pytest.raises(ValueError):
+        filters.env_value("it's")
+
+
+def test_dockerfile_words_use_the_quotes_docker_and_hadolint_agree_on() -> None:
+    assert filters.dockerfile_str('Say "hi" $HOME') == "'Say \"hi\" $HOME'"
+    assert filters.dockerfile_str('O\'Brien "x" $y') == '"O\'Brien \\"x\\" \\$y"'
+    with pytest.raises(ValueError):
+        filters.dockerfile_str("trailing\\")
+
+
+def test_markdown_text_escapes_markup() -> None:
+    assert filters.md_text("*bold* <b> [x](y) `c` #1 a_b") == "\\*bold\\* \\<b\\> \\[x\\](y) \\`c\\` \\#1 a\\_b"
+
+
+def test_token_refuses_anything_but_a_bare_word() -> None:
+    assert filters.token("api.example.com") == "api.example.com"
+    for bad in ["a b", "a;b", "$(x)", "a\n", ""]:
+        with pytest.raises(ValueError):
+            filters.token(bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Say "hi"',
+        "it's",
+        "both ' and \"",
+        "back \\ slash",
+        '"""',
+        "\\N{x}",
+        "caf\u00e9 \u2013 \U0001f600",
+        "x" * 300,
+        "a " * 150,
+    ],
+)
+def test_python_literals_evaluate_to_the_text_and_fit_the_line(text: str) -> None:
+    import ast
+
+    for column, indent in [(0, 0), (20, 8)]:
+        literal = filters.py_str(text, column, indent)
+        code = " " * column + literal
+        assert ast.literal_eval(code.strip()) == text
+        assert all(len(line) <= filters.LINE_LENGTH for line in (" " * column + literal + ",").splitlines())
+        assert literal.isascii(), "non-ASCII is escaped (ruff flags ambiguous characters)"
+    docstring = filters.py_docstring(text)
+    assert ast.get_docstring(ast.parse(docstring)) is not None
+    assert all(len(line) <= filters.LINE_LENGTH for line in docstring.splitlines())
+    # Wrapping turns spaces (and, inside one long word, nothing) into line breaks; the text stays.
+    assert "".join(ast.literal_eval(docstring).split()) == "".join(text.split())

@@ -9,7 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_ENV, UV, need, run
+from conftest import PROJECT_ENV, UV, default_python, need, run
+from deploy_checks import context_module
+
+NEWEST = context_module().PYTHON_VERSIONS[-1]  # the newest Python the question offers (3.15)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -31,11 +34,23 @@ def _passed(output: str) -> int:
     return int(match.group(1))
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql", "mysql"])
+def _python_of(root: Path) -> str:
+    """major.minor of the project's own environment."""
+    version = run([str(root / ".venv/bin/python"), "-c", "import sys; print(sys.version)"], cwd=root)
+    return ".".join(version.stdout.split(".")[:2])
+
+
+@pytest.mark.parametrize(
+    ("database", "python"),
+    [("sqlite", None), ("postgresql", None), ("mysql", None), ("postgresql", NEWEST), ("mysql", NEWEST)],
+    ids=["sqlite", "postgresql", "mysql", f"postgresql-py{NEWEST}", f"mysql-py{NEWEST}"],
+)
 def test_generated_suite_passes_on_each_database(
-    database: str, project: Callable[..., Path], fresh_database: Callable[[str], str]
+    database: str, python: str | None, project: Callable[..., Path], fresh_database: Callable[[str], str]
 ) -> None:
-    root = project(database=database)
+    """On the default Python (3.14) and on the newest (3.15), against the real servers."""
+    root = project(database=database, **({"python_version": python} if python else {}))
+    assert _python_of(root) == (python or default_python())
     url = fresh_database(database)
     output = _pytest(root, TEST_DATABASE_URL=url)
     assert _passed(output) >= 30
@@ -91,8 +106,29 @@ def test_three_concurrent_upgrades_of_an_empty_database(
         {"database": "mysql", "redis": True, "worker": "celery", "metrics": True},
         {"database": "none", "redis": True, "sentry": True, "metrics": True},
         {"database": "none"},
+        # Every dependency of every combination installs and works on the newest Python too.
+        {
+            "server": "gunicorn",
+            "redis": True,
+            "worker": "arq",
+            "metrics": True,
+            "sentry": True,
+            "python_version": NEWEST,
+        },
+        {"database": "mysql", "redis": True, "worker": "celery", "metrics": True, "python_version": NEWEST},
+        {"database": "none", "redis": True, "worker": "arq"},
+        {"database": "none", "redis": True, "worker": "celery"},
     ],
-    ids=["gunicorn-arq-metrics-sentry", "mysql-celery-metrics", "nodb-redis", "nodb-bare"],
+    ids=[
+        "gunicorn-arq-metrics-sentry",
+        "mysql-celery-metrics",
+        "nodb-redis",
+        "nodb-bare",
+        f"gunicorn-arq-metrics-sentry-py{NEWEST}",
+        f"mysql-celery-metrics-py{NEWEST}",
+        "nodb-arq",
+        "nodb-celery",
+    ],
 )
 def test_generated_suite_passes_with_extras(
     answers: dict[str, object],

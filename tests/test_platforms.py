@@ -1,7 +1,7 @@
 """Railway, DigitalOcean App Platform and AWS ECS Fargate: the rendered files pass the validator
 each platform is judged by, and say what derive() says.
 
-- railway.json against the shared Railway schema (Draft 7);
+- Railway's .railway/railway.ts is type-checked and evaluated with the SDK in test_railway.py;
 - .do/app.yaml and .do/deploy.template.yaml (under `spec:`) against the strict App Platform
   schema (Draft 2020-12);
 - the ECS task definitions, as deploy/aws/deploy.sh fills them in, against botocore's
@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, SHARED, render_template, run
+from conftest import ROOT, render_template, run
 
 sys.path.insert(0, str(ROOT / "extensions"))
 import context  # extensions/context.py, the single source of derived values
@@ -37,7 +37,7 @@ import context  # extensions/context.py, the single source of derived values
 pytestmark = pytest.mark.xdist_group("platforms")
 
 BIN = Path(sys.executable).parent
-SCHEMAS = SHARED / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"  # derived from DigitalOcean's OpenAPI description (README there)
 MINE = ("railway", "digitalocean", "aws_ecs")
 
 # Answer sets: every database each platform allows, both servers, and the extras that change the
@@ -101,62 +101,6 @@ def _derived(row: dict[str, Any]) -> dict[str, Any]:
 
 def _uses(row: dict[str, Any], platform: str) -> bool:
     return platform in row["platforms"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Railway
-# ---------------------------------------------------------------------------------------------
-RAILWAY_SCHEMA = json.loads((SCHEMAS / "railway.schema.json").read_text())
-
-
-def _railway_errors(data: Any) -> list[str]:
-    validator = jsonschema.Draft7Validator(RAILWAY_SCHEMA)
-    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(data)]
-
-
-@pytest.mark.parametrize("row", ROWS, ids=IDS)
-def test_railway_json_is_valid_and_says_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
-    project = projects[IDS[ROWS.index(row)]]
-    config = json.loads((project / "railway.json").read_text())
-    assert _railway_errors(config) == []
-    d = _derived(row)
-    deploy = config["deploy"]
-    assert config["build"] == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
-    assert (project / "Dockerfile").is_file(), "railway.json builds a Dockerfile that is not rendered"
-    assert deploy["healthcheckPath"] == d["health_ready_path"]
-    assert deploy["healthcheckTimeout"] == d["startup_timeout"]
-    assert deploy["drainingSeconds"] == d["kill_timeout"]
-    assert "startCommand" not in deploy, "the Dockerfile's CMD starts the server"
-    assert f"CMD {json.dumps(d['serve_argv'])}" in (project / "Dockerfile").read_text().splitlines()
-    if d["has_db"]:
-        assert deploy["preDeployCommand"] == [d["migration_command"]]
-    else:
-        assert "preDeployCommand" not in deploy
-    replicas = {env: config["environments"][env]["deploy"]["numReplicas"] for env in ENVIRONMENTS}
-    if row["database"] == "sqlite":  # one instance, on a volume, never two at once
-        assert deploy["numReplicas"] == 1 and replicas == {"staging": 1, "production": 1}
-        assert deploy["overlapSeconds"] == 0
-        assert deploy["requiredMountPath"] == d["sqlite_volume_path"]
-    else:
-        assert replicas == {env: d["environments"][env]["replicas"] for env in ENVIRONMENTS}
-        assert deploy["overlapSeconds"] == d["graceful_timeout"]
-        assert "requiredMountPath" not in deploy
-
-
-@pytest.mark.parametrize(
-    ("path", "bad"),
-    [
-        (("deploy", "drainingSeconds"), "30"),  # Railway wants integers
-        (("deploy", "restartPolicyType"), "SOMETIMES"),
-        (("deploy", "healthcheckPath"), "health/ready"),
-        (("build", "dockerfilepath"), "Dockerfile"),  # misspelled key
-    ],
-)
-def test_railway_schema_rejects_broken_configs(path: tuple[str, str], bad: Any, projects: dict[str, Path]) -> None:
-    config = json.loads((projects[IDS[0]] / "railway.json").read_text())
-    broken = copy.deepcopy(config)
-    broken[path[0]][path[1]] = bad
-    assert _railway_errors(config) == [] and _railway_errors(broken) != []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,14 +468,6 @@ def test_docs_pages_cover_each_platform_and_the_next_steps_point_at_them(project
     assert "${{Postgres.DATABASE_URL}}" in railway_postgres
 
 
-def test_sqlite_on_railway_is_one_replica_with_a_volume(projects: dict[str, Path]) -> None:
-    """The Dockerfile puts the SQLite file where railway.json requires the volume."""
-    project = projects[IDS[ROWS.index(ROWS[6])]]
-    required = json.loads((project / "railway.json").read_text())["deploy"]["requiredMountPath"]
-    assert f"sqlite:///{required}/" in (project / "Dockerfile").read_text()
-    assert f"sqlite:///{required}/" in (project / DOCS["railway"]).read_text()
-
-
 def test_derived_platform_values() -> None:
     slug = "a-very-long-service-name-for-the-platform-ok"[:40]
     d = context.derive({"project_slug": slug, "database": "postgresql", "redis": True, "sentry": True})
@@ -712,7 +648,7 @@ def test_aws_first_deploy_creates_the_services_through_the_stack(aws_project: Pa
 
 
 # ---------------------------------------------------------------------------------------------
-# deploy/digitalocean/deploy.sh and deploy/railway/deploy.sh, against recording CLIs
+# deploy/digitalocean/deploy.sh against a recording CLI (Railway's: test_railway.py)
 # ---------------------------------------------------------------------------------------------
 FAKE_DOCTL = r"""#!PYTHON
 import json, os, shutil, sys
@@ -798,17 +734,6 @@ def test_digitalocean_deploy_needs_a_repository(projects: dict[str, Path], tmp_p
     )
     assert result.returncode == 2 and "DO_GITHUB_REPO" in result.stderr
     assert state["calls"] == []
-
-
-def test_railway_deploy_runs_railway_up_for_the_environment(projects: dict[str, Path], tmp_path: Path) -> None:
-    project = projects[IDS[0]]
-    fake = '#!/usr/bin/env bash\nprintf \'%s\\n\' "$*" >>"$FAKE_STATE.log"\n'
-    result, _ = _run_with_fake(
-        project, tmp_path, "railway", fake, [str(project / "scripts/deploy.sh"), "railway", "staging"]
-    )
-    assert result.returncode == 0, result.stderr
-    calls = (tmp_path / "state.json.log").read_text().splitlines()
-    assert calls == ["up --ci --service my-service --environment staging"]
 
 
 def test_aws_deploy_needs_the_stack(aws_project: Path, tmp_path: Path) -> None:

@@ -79,6 +79,8 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"database": "sqlite", "platforms": ["digitalocean"]}, "platforms", "SQLite cannot run on digitalocean"),
     ({"database": "sqlite", "platforms": ["aws_ecs"]}, "platforms", "SQLite cannot run on aws_ecs"),
     ({"database": "sqlite", "platforms": ["kubernetes"]}, "platforms", "SQLite cannot run on kubernetes"),
+    ({"database": "sqlite", "platforms": ["aws_eb"]}, "platforms", "SQLite cannot run on aws_eb"),
+    ({"database": "sqlite", "platforms": ["railway", "aws_eb"]}, "platforms", "replaces them on every deploy"),
     (
         {"database": "sqlite", "platforms": ["vm", "aws_ecs", "kubernetes"]},
         "platforms",
@@ -95,6 +97,7 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
     ({"domain": "https://api.example.com"}, "domain", "is not a hostname"),
     ({"cors_origins": "https://ok.example.com,*"}, "cors_origins", '"*"'),
     ({"platforms": ["aws_ecs"], "aws_region": "virginia"}, "aws_region", "is not an AWS region code"),
+    ({"platforms": ["aws_eb"], "aws_region": "virginia"}, "aws_region", "is not an AWS region code"),
     ({"python_version": "3.9"}, "python_version", "3.9"),
     ({"platforms": ["heroku"]}, "platforms", "heroku"),
 ]

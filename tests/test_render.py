@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from combinations import pairwise, to_answers
-from conftest import run
+from combinations import NAME_CASE_OPTIONS, NAME_CASES, RESERVED_CASES, pairwise, to_answers
+from conftest import render_template, run
 
 ROWS = [to_answers(row) for row in pairwise()]
 IDS = [
@@ -121,3 +121,23 @@ def test_env_example_documents_every_setting_with_placeholders(render: Callable[
     assert {f.upper() for f in fields} <= names, f"undocumented: {({f.upper() for f in fields}) - names}"
     assert "SECRET_KEY=my_service_development_your_key_here" in example
     assert re.search(r"^DATABASE_URL=postgresql://my_service:my_service_development_your_password_here@", example, re.M)
+
+
+@pytest.mark.parametrize("names", NAME_CASES, ids=[c["project_name"][:24] for c in NAME_CASES])
+def test_edge_names_render_clean_within_the_line_length(names: dict[str, Any], render: Callable[..., Path]) -> None:
+    project = render(**NAME_CASE_OPTIONS, **names)
+    _check_tree(project)
+    package = yaml.safe_load((project / ".copier-answers.yml").read_text())["package_name"]
+    assert (project / "src" / package / "main.py").is_file()
+    run(["ruff", "check", "--no-cache", "."], cwd=project)
+    run(["ruff", "format", "--check", "--no-cache", "."], cwd=project)
+
+
+@pytest.mark.parametrize("answers", RESERVED_CASES, ids=[next(iter(c.values())) for c in RESERVED_CASES])
+def test_reserved_words_are_refused_before_anything_is_written(
+    answers: dict[str, Any], template_src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "reserved"
+    with pytest.raises(ValueError, match="choose another name, for example"):
+        render_template(template_src, dest, **answers)
+    assert not dest.exists()

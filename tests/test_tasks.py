@@ -32,7 +32,7 @@ from tasks_support import (
 
 PLACEHOLDER = "_your_"
 # One worker runs this module, so the copy with every task is made once.
-pytestmark = pytest.mark.xdist_group("tasks")
+pytestmark = [pytest.mark.xdist_group("tasks"), pytest.mark.slow]  # real tasks: uv lock, git, detect-secrets
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +152,14 @@ def test_a_secret_in_the_template_keeps_the_files_and_makes_no_commit(template_s
     assert "[fastapi-deploy secret-check] FAILED" in output, show(result)
     assert "src/my_service/settings.py:" in output and ": AWS Access Key" in output
     assert "run.py secret-check" in output
-    assert "[fastapi-deploy git] FAILED" in output, "the git step must refuse to commit a secret"
+    assert "[fastapi-deploy git] skipped: secret-check failed" in output, "no commit after a failed step"
     assert (dest / "pyproject.toml").is_file() and (dest / ".env").is_file(), "generated files stay"
     head = sh(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=dest)
     assert head.returncode != 0, "no commit may hold the secret"
+    # Run alone later, the git step scans again and still refuses to commit the secret.
+    again = tasks("git", dest)
+    assert again.returncode == 1 and "[fastapi-deploy git] FAILED" in again.stderr, show(again)
+    assert sh(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=dest).returncode != 0
 
 
 def test_missing_uv_fails_the_lock_step_and_says_how_to_rerun_it(template_src: Path, tmp_path: Path) -> None:
@@ -271,7 +275,7 @@ def test_migrations_step_creates_a_missing_initial_revision_and_catches_a_model_
 
 
 MAXIMAL = {
-    "platforms": ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"],
+    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
     "domain": "api.example.com",
     "redis": True,
     "worker": "celery",

@@ -1,7 +1,7 @@
 """`copier update`: template releases arrive, the user's work survives, secrets stay put.
 
 The fixture builds a git repository of the template with two releases: 0.1.0 is the working
-tree as it is; 0.2.0 changes the Dockerfile and railway.json, and moves the Alembic revisions
+tree as it is; 0.2.0 changes the Dockerfile, and moves the Alembic revisions
 folder (migrations/versions -> migrations/revisions) with a `_migrations` entry that carries the
 user's own revisions along. A project generated from 0.1.0 with every task, then changed by its
 user and committed, is updated to 0.2.0 non-interactively.
@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, SHARED, UV, render_template
+from conftest import UV, render_template
 from tasks_support import copier, env_values, sh, show, task_env, tasks
 
 RELEASE_LABEL = 'LABEL org.opencontainers.image.version="0.2.0"'
-WATCH_PATTERNS = ["src/**", "pyproject.toml", "uv.lock", "Dockerfile"]
 MIGRATIONS_DIR = "{% if has_db %}migrations{% endif %}"
 MOVE_ENTRY = """  # 0.2.0 renamed migrations/versions: the user's revisions move along before the merge.
   - version: "0.2.0"
@@ -54,14 +53,6 @@ def template_repo(template_src: Path, tmp_path_factory: pytest.TempPathFactory) 
     dockerfile = template / "Dockerfile.jinja"
     dockerfile.write_text(dockerfile.read_text().rstrip("\n") + f"\n{RELEASE_LABEL}\n")
 
-    railway = template / "{% if 'railway' in platforms %}railway.json{% endif %}.jinja"
-    lines = railway.read_text().splitlines(keepends=True)
-    builder = [i for i, line in enumerate(lines) if '"builder":' in line]
-    assert len(builder) == 1, "railway.json.jinja changed shape: adapt the 0.2.0 change of this test"
-    indent = lines[builder[0]][: len(lines[builder[0]]) - len(lines[builder[0]].lstrip())]
-    lines.insert(builder[0] + 1, f'{indent}"watchPatterns": {json.dumps(WATCH_PATTERNS)},\n')
-    railway.write_text("".join(lines))
-
     migrations = template / MIGRATIONS_DIR
     (migrations / "versions").rename(migrations / "revisions")
     alembic_ini = template / "{% if has_db %}alembic.ini{% endif %}.jinja"
@@ -79,7 +70,7 @@ def template_repo(template_src: Path, tmp_path_factory: pytest.TempPathFactory) 
     copier_yml.write_text(text.replace("\n_migrations:\n", "\n_migrations:\n" + MOVE_ENTRY))
 
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "Release 0.2.0: watch patterns, version label, revisions folder")
+    git(repo, "commit", "-q", "-m", "Release 0.2.0: version label, revisions folder")
     git(repo, "tag", "0.2.0")
     return repo
 
@@ -153,11 +144,6 @@ def test_update_brings_the_release_and_keeps_the_users_work(template_repo: Path,
 
     # The release arrived.
     assert RELEASE_LABEL in (project / "Dockerfile").read_text()
-    railway = json.loads((project / "railway.json").read_text())
-    assert railway["build"]["watchPatterns"] == WATCH_PATTERNS
-    schema = SHARED / "schemas" / "railway.schema.json"
-    valid = sh([BIN / "check-jsonschema", "--schemafile", schema, project / "railway.json"])
-    assert valid.returncode == 0, show(valid)
     assert "version_locations = %(here)s/migrations/revisions" in (project / "alembic.ini").read_text()
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "0.2.0"
 

@@ -27,7 +27,7 @@ from deploy_checks import derived, shellcheck, tool
 
 # The tests that share one running app go to one xdist worker, which starts it once.
 RUNNING_APP = pytest.mark.xdist_group("health-check-running-app")
-ALL_PLATFORMS = ["railway", "digitalocean", "aws_ecs", "kubernetes", "vm"]
+ALL_PLATFORMS = ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"]
 
 
 def free_port() -> int:

@@ -1,0 +1,594 @@
+"""Railway Infrastructure as Code: `.railway/railway.ts` against the official `railway/iac` SDK.
+
+Every Railway answer set of the render matrix (tests/combinations.py, plus the cases below) is
+type-checked with `tsc --strict --noEmit` (one run for all files) and evaluated with Node for the
+staging and production contexts; each evaluated definition must say what derive() says. A mutated
+file shows tsc refusing misspelled and excess properties. The SDK and TypeScript are installed
+from the npm registry by tests/railway_iac.py into build/railway-sdk (cached).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from combinations import pairwise, to_answers
+from conftest import need, render_template
+from deploy_checks import answers as answers_of
+from deploy_checks import derived
+from railway_iac import ENVIRONMENTS, SdkUnavailable, evaluate, resource, sdk, typecheck
+
+TS_PATH = ".railway/railway.ts"
+# Beyond the pairwise rows: every engine with Redis and each worker, SQLite, no database, a domain.
+EXTRA: list[dict[str, Any]] = [
+    {"platforms": ["railway"]},  # the defaults, the project the docs show
+    {"platforms": ["railway"], "database": "mysql", "redis": True, "worker": "celery", "sentry": True},
+    {"platforms": ["railway"], "database": "postgresql", "redis": True, "worker": "arq", "domain": "api.example.com"},
+    {"platforms": ["railway"], "database": "sqlite", "cors_origins": "https://App.example.com, http://localhost:3000"},
+    {"platforms": ["railway", "vm"], "database": "none", "server": "gunicorn"},
+]
+ANSWER_SETS = [a for a in (to_answers(row) for row in pairwise()) if "railway" in a["platforms"]] + EXTRA
+# One worker runs this module, so the projects are rendered and evaluated once.
+pytestmark = pytest.mark.xdist_group("railway")
+
+
+@pytest.fixture(scope="module")
+def railway_sdk() -> Path:
+    try:
+        return sdk()
+    except SdkUnavailable as exc:
+        need(False, f"the railway npm SDK is needed: {exc}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def rendered(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One project per Railway answer set, rendered once for this module (tasks skipped)."""
+    root = tmp_path_factory.mktemp("railway")
+    return {
+        f"set{i}": render_template(template_src, root / f"set{i}" / "my-service", **answers)
+        for i, answers in enumerate(ANSWER_SETS)
+    }
+
+
+@pytest.fixture(scope="module")
+def definitions(
+    railway_sdk: Path, rendered: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """{set: {environment: evaluated definition}}, from one Node process for every file."""
+    files = {name: (project / TS_PATH).read_text() for name, project in rendered.items()}
+    return evaluate(files, tmp_path_factory.mktemp("railway-eval"))
+
+
+def compiler_options(project: Path) -> dict[str, Any]:
+    return json.loads((project / ".railway" / "tsconfig.json").read_text())["compilerOptions"]
+
+
+def test_every_railway_answer_set_type_checks(railway_sdk: Path, rendered: dict[str, Path], tmp_path: Path) -> None:
+    options = {json.dumps(compiler_options(p), sort_keys=True) for p in rendered.values()}
+    assert len(options) == 1, "every project ships the same tsconfig.json"
+    files = {name: (project / TS_PATH).read_text() for name, project in rendered.items()}
+    errors = typecheck(files, tmp_path, json.loads(options.pop()))
+    assert not {name: e for name, e in errors.items() if e}, errors
+
+
+MUTATIONS = {
+    # (what is changed, the text replaced, its replacement, the error code tsc must print)
+    "misspelled service property": ("healthcheckTimeout:", "healthcheckTimout:", "TS2561"),
+    "misspelled deploy property": ("drainingSeconds:", "drainSeconds:", "TS2561"),
+    "excess deploy property": (
+        "restartPolicyMaxRetries: 10,",
+        "restartPolicyMaxRetries: 10, gracePeriod: 5,",
+        "TS2353",
+    ),
+    "wrong enum value": ('restartPolicyType: "ON_FAILURE"', 'restartPolicyType: "ON_ERROR"', "TS2322"),
+    "wrong value type": ("healthcheckTimeout: ", "healthcheckTimeout: (s: number) => ", "TS2322"),
+}
+
+
+def test_tsc_refuses_misspelled_and_excess_properties(
+    railway_sdk: Path, rendered: dict[str, Path], tmp_path: Path
+) -> None:
+    project = rendered[f"set{len(ANSWER_SETS) - len(EXTRA)}"]  # the defaults
+    source = (project / TS_PATH).read_text()
+    files = {"original": source}
+    for name, (old, new, _) in MUTATIONS.items():
+        assert source.count(old) == 1, f"{name}: {old!r} is not in the file once"
+        files[name.replace(" ", "_")] = source.replace(old, new)
+    errors = typecheck(files, tmp_path, compiler_options(project))
+    print("\n".join(line for lines in errors.values() for line in lines))  # the evidence, with -s
+    assert errors["original"] == []
+    for name, (_, _, code) in MUTATIONS.items():
+        found = errors[name.replace(" ", "_")]
+        assert found and all(code in line for line in found), f"{name}: tsc said {found}, wanted {code}"
+
+
+def _variables(service: dict[str, Any]) -> dict[str, Any]:
+    return service.get("variables", {})
+
+
+def definition_problems(
+    definition: dict[str, Any], values: dict[str, Any], answers: dict[str, Any], env: str
+) -> list[str]:
+    """What the evaluated definition for env says differently from derive() (empty when it agrees)."""
+    problems: list[str] = []
+
+    def expect(what: str, got: Any, want: Any) -> None:
+        if got != want:
+            problems.append(f"{env}: {what} is {got!r}, derive() says {want!r}")
+
+    slug = answers["project_slug"]
+    sqlite = answers.get("database") == "sqlite"
+    db, redis = values["railway_database"], values["railway_redis"]
+    expect("project name", definition["name"], slug)
+    expect("environments", definition["environments"], list(ENVIRONMENTS))
+    addresses = {f"service.{slug}"}
+    addresses |= {f"service.{slug}-worker"} if values["has_worker"] else set()
+    addresses |= {f"database.{db['name']}"} if db else set()
+    addresses |= {f"database.{redis['name']}"} if redis else set()
+    addresses |= {f"volume.{slug}-data"} if sqlite else set()
+    expect("resources", {r["address"] for r in definition["resources"]}, addresses)
+    if problems:
+        return problems
+
+    web = resource(definition, f"service.{slug}")
+    deploy, variables = web["deploy"], _variables(web)
+    expect("web build", web["build"], {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"})
+    expect("health check path", deploy["healthcheckPath"], values["health_ready_path"])
+    expect("health check timeout", deploy["healthcheckTimeout"], values["startup_timeout"])
+    expect("replicas", deploy["numReplicas"], 1 if sqlite else values["environments"][env]["replicas"])
+    expect("restart policy", (deploy["restartPolicyType"], deploy["restartPolicyMaxRetries"]), ("ON_FAILURE", 10))
+    expect("drainingSeconds (SIGTERM to SIGKILL)", deploy["drainingSeconds"], values["kill_timeout"])
+    expect("overlapSeconds", deploy["overlapSeconds"], 0 if sqlite else values["overlap_seconds"])
+    if not deploy["overlapSeconds"] + values["graceful_timeout"] <= deploy["drainingSeconds"]:
+        problems.append(f"{env}: overlap + graceful timeout exceed the draining (kill) timeout")
+    if not values["graceful_timeout"] < deploy["drainingSeconds"]:
+        problems.append(f"{env}: the server's graceful timeout does not fit in drainingSeconds")
+    expect("PORT", variables.get("PORT"), {"type": "literal", "value": str(values["app_port"])})
+    domain = values["environments"][env]["domain"]
+    # No domain answer, no networking at all: an empty map would claim the dashboard's domains.
+    custom = web["networking"]["customDomains"] if "networking" in web else None
+    expect("custom domains", custom, {domain: {"port": values["app_port"]}} if domain else None)
+    if sqlite:
+        expect("pre-deploy command", deploy.get("preDeployCommand"), None)
+        argv = shlex.split(deploy["startCommand"])
+        migrate, _, serve = argv[2].partition(" && exec ")
+        expect("start command shell", argv[:2], ["/bin/sh", "-c"])
+        expect("migration in the start command", migrate, values["migration_command"])
+        expect("server in the start command", shlex.split(serve), values["serve_argv"])
+        attachment = web["volumeAttachments"][f"{slug}-data"]
+        expect("volume mount", attachment["mountPath"], values["sqlite_volume_path"])
+        expect("requiredMountPath", deploy["requiredMountPath"], values["sqlite_volume_path"])
+        expect("RAILWAY_RUN_UID", variables.get("RAILWAY_RUN_UID"), {"type": "literal", "value": "0"})
+    else:
+        expect("start command (the image's CMD)", deploy.get("startCommand"), None)
+        want = [values["migration_command"]] if values["has_db"] else None
+        expect("pre-deploy command", deploy.get("preDeployCommand"), want)
+
+    expect("ENVIRONMENT", variables.get("ENVIRONMENT"), {"type": "literal", "value": env})
+    expect("FORWARDED_ALLOW_IPS", variables.get("FORWARDED_ALLOW_IPS"), {"type": "literal", "value": "*"})
+    expect("SECRET_KEY", variables.get("SECRET_KEY"), {"type": "preserve"})
+    references = {}
+    if db:
+        references["DATABASE_URL"] = {"type": "reference", "resource": f"database.{db['name']}", "output": db["output"]}
+    if redis:
+        references["REDIS_URL"] = {"type": "reference", "resource": f"database.{redis['name']}", "output": "REDIS_URL"}
+    for name, want in references.items():
+        expect(f"web {name}", variables.get(name), want)
+    if sqlite:
+        expect("DATABASE_URL (the image's default on the volume)", variables.get("DATABASE_URL"), None)
+    if answers.get("sentry"):
+        expect("SENTRY_DSN", variables.get("SENTRY_DSN"), {"type": "preserve"})
+    cors = ",".join(values["cors_origin_list"])  # the answer normalized, as every platform sets it
+    want_cors = {"type": "literal", "value": cors} if cors else {"type": "preserve"}
+    expect("CORS_ORIGINS", variables.get("CORS_ORIGINS"), want_cors)
+
+    for node in definition["resources"]:
+        if node["type"] == "database":
+            engine = {"Postgres": "postgres", "MySQL": "mysql", "Redis": "redis"}[node["name"]]
+            expect(f"{node['name']} engine", node["engine"], engine)
+            spec = redis if engine == "redis" else db
+            expect(f"{node['name']} image", node["image"], spec["image"])
+            version = values["redis_version"] if engine == "redis" else values["db_version"]
+            if not node["image"].endswith(f":{version}"):
+                problems.append(f"{env}: {node['name']} runs {node['image']}, not the {version} line compose runs")
+        # No secret is ever a literal: a preserved value or a reference to one.
+        for name, value in _variables(node).items():
+            if name in values["secret_env_names"] and value["type"] not in ("preserve", "reference"):
+                problems.append(f"{env}: {node['address']} {name} is a {value['type']} value, not a reference")
+
+    if values["has_worker"]:
+        worker = resource(definition, f"service.{slug}-worker")
+        wdeploy, wvars = worker["deploy"], _variables(worker)
+        expect("worker build", worker["build"], web["build"])
+        expect("worker command", wdeploy["startCommand"], values["worker_command"])
+        expect("worker replicas", wdeploy["numReplicas"], 1)
+        expect("worker draining", wdeploy["drainingSeconds"], values["kill_timeout"])
+        expect("worker health check", wdeploy.get("healthcheckPath"), None)
+        expect("worker pre-deploy", wdeploy.get("preDeployCommand"), None)
+        expect("worker ENVIRONMENT", wvars.get("ENVIRONMENT"), {"type": "literal", "value": env})
+        web_ref = {"type": "reference", "resource": f"service.{slug}", "output": "SECRET_KEY"}
+        expect("worker SECRET_KEY (the web's)", wvars.get("SECRET_KEY"), web_ref)
+        for name, want in references.items():
+            expect(f"worker {name}", wvars.get(name), want)
+    return problems
+
+
+def test_every_evaluated_definition_says_what_derive_says(
+    rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]
+) -> None:
+    problems = []
+    for name, project in rendered.items():
+        answers, values = answers_of(project), derived(project)
+        for env in ENVIRONMENTS:
+            problems += [
+                f"{name} {answers}: {p}" for p in definition_problems(definitions[name][env], values, answers, env)
+            ]
+    assert not problems, "\n".join(problems)
+
+
+def test_an_environment_the_file_does_not_describe_is_refused(definitions: dict[str, dict[str, Any]]) -> None:
+    for by_env in definitions.values():
+        message = by_env["development"].get("error", "")
+        assert '"development"' in message and "staging, production" in message, by_env["development"]
+
+
+def test_the_comparison_catches_a_drifted_value(
+    rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]
+) -> None:
+    """Change one evaluated value: the comparison reports it (it is no always-true check)."""
+    name = f"set{len(ANSWER_SETS) - len(EXTRA)}"
+    project = rendered[name]
+    drifted = json.loads(json.dumps(definitions[name]["production"]))
+    resource(drifted, f"service.{answers_of(project)['project_slug']}")["deploy"]["numReplicas"] = 7
+    problems = definition_problems(drifted, derived(project), answers_of(project), "production")
+    assert any("replicas is 7" in p for p in problems), problems
+
+
+def test_no_rendered_project_contains_railway_json(rendered: dict[str, Path]) -> None:
+    for project in rendered.values():
+        assert not list(project.rglob("railway.json")), project
+        text = (project / TS_PATH).read_text()
+        assert "_your_" not in text and "password" not in text.lower()
+        for platform_file in project.rglob("*"):
+            if platform_file.is_file() and platform_file.suffix in (".md", ".sh", ".yml", ".yaml", ".ts"):
+                assert "railway.json" not in platform_file.read_text() or platform_file.name == "railway.md", (
+                    platform_file
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# deploy/railway/deploy.sh against a recording Railway CLI. The real CLI cannot be installed
+# offline (its npm package downloads a binary in a postinstall script), so this one does what
+# the docs say the real one does, and fails where it would: it finds .railway/railway.ts by
+# walking up, evaluates it with the real SDK for the linked environment (so a missing SDK or an
+# unknown environment fails the plan), refuses a plan while railway.json exists, answers
+# --detailed-exit-code with 0 or 2, refuses apply without --yes, refuses destructive changes
+# without --confirm-destructive, rejects unknown flags, and `up` fails for a service the
+# applied configuration does not have.
+# ---------------------------------------------------------------------------------------------
+FAKE_RAILWAY = r"""#!PYTHON
+import json, os, subprocess, sys
+from pathlib import Path
+
+state_file = Path(os.environ["FAKE_STATE"])
+state = json.loads(state_file.read_text())
+args = sys.argv[1:]
+state["calls"].append(args)
+
+def done(code, message=""):
+    state_file.write_text(json.dumps(state))
+    if message:
+        print(message, file=sys.stderr if code else sys.stdout)
+    sys.exit(code)
+
+FLAGS = {
+    ("config", "plan"): {"--detailed-exit-code", "--json", "--show-values", "--verbose"},
+    ("config", "apply"): {"--yes", "--confirm-destructive", "--json", "--show-values", "--verbose"},
+}
+if args == ["--version"]:
+    done(0, "railway 5.63.1")
+if args[:1] == ["environment"] and len(args) == 2:
+    if args[1] not in state["environments"]:
+        done(1, f"Environment {args[1]!r} not found")
+    state["linked"] = args[1]
+    done(0, f"Activated environment {args[1]}")
+environment = state["token_environment"] if os.environ.get("RAILWAY_TOKEN") else state.get("linked")
+
+def evaluate():
+    here = Path.cwd()
+    for folder in [here, *here.parents]:
+        if (folder / ".railway" / "railway.ts").is_file():
+            break
+    else:
+        done(1, "No .railway/railway.ts found in this directory or its parents")
+    if (folder / "railway.json").exists():
+        done(1, "Service is managed by Config as Code (railway.json): migrate it before IaC can manage it")
+    if environment is None:
+        done(1, "No linked environment: run railway link")
+    # Evaluated beside the file, so "railway/iac" resolves from .railway/node_modules as it must.
+    runner = folder / ".railway" / ".evaluate.mjs"
+    runner.write_text(Path(os.environ["FAKE_EVALUATE"]).read_text())
+    result = subprocess.run([os.environ["FAKE_NODE"], str(runner), environment,
+                             str(folder / ".railway" / "railway.ts")], capture_output=True, text=True)
+    if result.returncode != 0:
+        done(1, "Failed to evaluate .railway/railway.ts:\n" + result.stderr)
+    definition = next(iter(json.loads(result.stdout).values()))[environment]
+    if "error" in definition:
+        done(1, "Failed to evaluate .railway/railway.ts: " + definition["error"])
+    return definition
+
+if tuple(args[:2]) in FLAGS:
+    unknown = [a for a in args[2:] if a not in FLAGS[tuple(args[:2])]]
+    if unknown:
+        done(2, f"error: unexpected argument '{unknown[0]}' found")
+    desired = evaluate()
+    current = state["remote"].get(environment)
+    changes = desired != current
+    if args[1] == "plan":
+        state["planned"].append(environment)
+        done(2 if changes and "--detailed-exit-code" in args else 0,
+             "Plan: changes pending" if changes else "Your Railway configuration is already up to date.")
+    if "--yes" not in args:
+        done(1, "Refusing to apply without confirmation in a non-interactive session: pass --yes")
+    if state.get("destructive") and "--confirm-destructive" not in args:
+        done(1, "The plan deletes resources: pass --confirm-destructive to apply it non-interactively")
+    state["remote"][environment] = desired
+    done(0, "Applied")
+if args[:2] == ["variable", "list"]:
+    if set(a for a in args[2:] if a.startswith("-")) - {"--service", "--environment", "--kv", "--json"}:
+        done(2, "error: unexpected argument")
+    service, env = args[args.index("--service") + 1], args[args.index("--environment") + 1]
+    names = {r["name"] for r in (state["remote"].get(env) or {}).get("resources", []) if r["type"] == "service"}
+    if service not in names:
+        done(1, f"Service {service!r} not found in environment {env!r}")
+    done(0, "\n".join(f"{k}={v}" for k, v in state["variables"].get(env, {}).items()))
+if args[:1] == ["up"]:
+    allowed = {"--ci", "--service", "--environment", "--detach"}
+    flags = [a for a in args[1:] if a.startswith("-")]
+    if set(flags) - allowed:
+        done(2, f"error: unexpected argument '{sorted(set(flags) - allowed)[0]}' found")
+    service, env = args[args.index("--service") + 1], args[args.index("--environment") + 1]
+    names = {r["name"] for r in (state["remote"].get(env) or {}).get("resources", []) if r["type"] == "service"}
+    if service not in names:
+        done(1, f"Service {service!r} not found in environment {env!r}")
+    if state.get("build_fails"):
+        done(1, "Build failed")
+    state["deployed"].append([service, env])
+    done(0, "Deploy complete")
+done(2, f"error: unrecognized subcommand {args!r}")
+"""
+
+
+@pytest.fixture
+def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
+    """deploy_run(project, args, **state) -> (result, state): deploy.sh with the recording CLI."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from railway_iac import EVALUATE_JS, NPM_CACHE, node, npm_cli
+
+    def _run(
+        project: Path,
+        args: list[str],
+        *,
+        sdk_installed: bool = True,
+        real_npm: bool = False,
+        files: dict[str, str] | None = None,
+        **state: Any,
+    ) -> Any:
+        work = tmp_path / "work" / project.name
+        if not work.exists():
+            shutil.copytree(project, work, symlinks=True)
+            if sdk_installed:
+                (work / ".railway" / "node_modules").symlink_to(railway_sdk / "node_modules", target_is_directory=True)
+        for name, text in (files or {}).items():
+            (work / name).write_text(text)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "railway").write_text(FAKE_RAILWAY.replace("PYTHON", sys.executable, 1))
+        (bin_dir / "railway").chmod(0o755)
+        if real_npm:  # npm itself, offline, from the cache the SDK was installed with
+            (bin_dir / "npm").write_text(
+                f'#!/bin/sh\nexec "{node()}" "{npm_cli()}" --offline --cache="{NPM_CACHE}" "$@"\n'
+            )
+        else:  # npm that cannot reach a registry, as an offline one would
+            (bin_dir / "npm").write_text(
+                '#!/bin/sh\necho "npm $*" >>"$FAKE_STATE.npm"\necho \'npm error network\' >&2\nexit 1\n'
+            )
+        (bin_dir / "npm").chmod(0o755)
+        (bin_dir / "node").symlink_to(node()) if not (bin_dir / "node").exists() else None
+        evaluate_js = tmp_path / "evaluate.mjs"
+        evaluate_js.write_text(EVALUATE_JS)
+        extra_env = state.pop("env", {})
+        state_file = tmp_path / "state.json"
+        secret = {"SECRET_KEY": "k" * 48}  # pragma: allowlist secret  (a stand-in, never a real key)
+        defaults = {
+            "environments": list(ENVIRONMENTS),
+            "remote": {},
+            "planned": [],
+            "deployed": [],
+            "calls": [],
+            "variables": {env: dict(secret) for env in ENVIRONMENTS},
+        }
+        state_file.write_text(json.dumps({**defaults, **state}))
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_STATE": str(state_file),
+            "FAKE_NODE": str(node()),
+            "FAKE_EVALUATE": str(evaluate_js),
+        }
+        env.pop("RAILWAY_TOKEN", None)
+        env.update(extra_env)
+        result = subprocess.run(
+            [str(work / args[0]), *args[1:]], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        )
+        return result, json.loads(state_file.read_text())
+
+    return _run
+
+
+def _project_with(rendered: dict[str, Path], **want: Any) -> Path:
+    for name, answers in zip(rendered, ANSWER_SETS, strict=True):
+        if all(answers.get(k) == v for k, v in want.items()):
+            return rendered[name]
+    raise AssertionError(f"no Railway answer set has {want}")
+
+
+def test_deploy_plans_applies_then_deploys_web_and_worker(
+    rendered: dict[str, Path], definitions: dict[str, dict[str, Any]], deploy_run: Any
+) -> None:
+    project = _project_with(rendered, worker="celery", database="mysql")
+    name = next(n for n, p in rendered.items() if p == project)
+    result, state = deploy_run(project, ["scripts/deploy.sh", "railway", "staging"])
+    assert result.returncode == 0, result.stderr
+    calls = [c for c in state["calls"] if c != ["--version"]]
+    assert calls == [
+        ["environment", "staging"],
+        ["config", "plan", "--detailed-exit-code"],
+        ["config", "apply", "--yes"],
+        ["variable", "list", "--service", "my-service", "--environment", "staging", "--kv"],
+        ["up", "--ci", "--service", "my-service", "--environment", "staging"],
+        ["up", "--ci", "--service", "my-service-worker", "--environment", "staging"],
+    ]
+    assert state["remote"]["staging"] == definitions[name]["staging"], "apply sent the evaluated staging definition"
+    assert "k" * 48 not in result.stdout + result.stderr, "the secret check printed the secret"
+    # A second deploy finds nothing to change: plan exits 0 and apply is skipped.
+    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], remote=state["remote"])
+    assert result.returncode == 0, result.stderr
+    assert ["config", "apply", "--yes"] not in state["calls"] and "nothing to apply" in result.stdout
+
+
+def test_deploy_with_a_project_token_uses_its_environment(rendered: dict[str, Path], deploy_run: Any) -> None:
+    project = _project_with(rendered, platforms=["railway"], database="sqlite")
+    result, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "production"], token_environment="production", env={"RAILWAY_TOKEN": "t"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert ["environment", "production"] not in state["calls"] and state["planned"] == ["production"]
+    assert state["deployed"] == [["my-service", "production"]]
+
+
+@pytest.mark.parametrize(
+    ("case", "step"),
+    [
+        ("sdk missing and npm offline", "sdk"),
+        ("environment not on Railway", "link"),
+        ("railway.json still there", "plan"),
+        ("destructive change", "apply"),
+        ("no SECRET_KEY yet", "secrets"),
+        ("build fails", "deploy"),
+    ],
+)
+def test_a_failed_step_stops_the_deploy_and_is_named(
+    case: str, step: str, rendered: dict[str, Path], deploy_run: Any
+) -> None:
+    project = _project_with(rendered, platforms=["railway"])
+    state: dict[str, Any] = {
+        "sdk missing and npm offline": {"sdk_installed": False},
+        "environment not on Railway": {"environments": ["production"]},
+        "railway.json still there": {"files": {"railway.json": '{"deploy": {"numReplicas": 3}}'}},
+        "destructive change": {"destructive": True},
+        "no SECRET_KEY yet": {"variables": {"staging": {"PORT": "8000"}}},
+        "build fails": {"build_fails": True},
+    }[case]
+    result, recorded = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], **state)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"stopped at step '{step}'" in result.stderr, result.stderr
+    if step == "secrets":
+        assert "railway variable set SECRET_KEY --stdin --service my-service --environment staging" in result.stderr
+    order = ["sdk", "link", "plan", "apply", "secrets", "deploy"]
+    later = {
+        "link": ["environment"],
+        "plan": ["config", "plan"],
+        "apply": ["config", "apply"],
+        "secrets": ["variable", "list"],
+        "deploy": ["up"],
+    }
+    for after in order[order.index(step) + 1 :]:
+        ran = [c for c in recorded["calls"] if c[: len(later[after])] == later[after]]
+        assert not ran, f"{after} ran after {step} failed"
+
+
+def test_sqlite_file_is_on_the_volume(rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]) -> None:
+    """The image's DATABASE_URL puts the SQLite file under the path the volume is mounted at."""
+    project = _project_with(rendered, database="sqlite")
+    name = next(n for n, p in rendered.items() if p == project)
+    web = resource(definitions[name]["production"], f"service.{answers_of(project)['project_slug']}")
+    (mount,) = [a["mountPath"] for a in web["volumeAttachments"].values()]
+    assert f"ENV DATABASE_URL=sqlite:///{mount}/" in (project / "Dockerfile").read_text()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_ci_deploy_jobs_install_a_cli_the_sdk_accepts(railway_sdk: Path, rendered: dict[str, Path]) -> None:
+    """GitHub and GitLab install the pinned CLI, no older than the SDK's own minimum, then run deploy.sh."""
+    import re
+
+    import yaml
+
+    sdk_js = (railway_sdk / "node_modules" / "railway" / "dist" / "index.js").read_text()
+    minimum = re.search(r'MINIMUM_IAC_CLI_VERSION = "([0-9.]+)"', sdk_js)
+    assert minimum, "the SDK no longer names its minimum CLI version"
+    checked = set()
+    for project in rendered.values():
+        ci, pinned = answers_of(project).get("ci", "github"), derived(project)["railway_cli_version"]
+        assert _version(pinned) >= _version(minimum[1])
+        if ci == "github":
+            steps = yaml.safe_load((project / ".github/workflows/deploy-railway.yml").read_text())["jobs"]["deploy"][
+                "steps"
+            ]
+            node = next(s for s in steps if s.get("uses", "").startswith("actions/setup-node@"))
+            assert int(node["with"]["node-version"]) >= 22
+            runs = [s["run"] for s in steps if "run" in s]
+        elif ci == "gitlab":
+            jobs = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
+            runs = jobs[".deploy-railway"]["script"]
+        else:
+            continue
+        assert f"npm install --global @railway/cli@{pinned}" in "\n".join(runs)
+        assert runs[-1].startswith("scripts/deploy.sh railway "), runs
+        checked.add(ci)
+    assert checked == {"github", "gitlab"}
+
+
+def test_json_str_is_one_typescript_string_literal() -> None:
+    """The filter every answer goes through into railway.ts: Node reads back exactly the text."""
+    import importlib.util
+    import subprocess
+
+    from railway_iac import node
+
+    spec = importlib.util.spec_from_file_location("fd_filters", Path(__file__).parent.parent / "extensions/filters.py")
+    assert spec and spec.loader
+    filters = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(filters)
+    texts = ['a "quoted" \\ back', "${inject} `tick` */ // <!--", "a && b", "caf\u00e9 \u00fc\u00df"]
+    program = "process.stdout.write(JSON.stringify([" + ", ".join(filters.json_str(t) for t in texts) + "]));"
+    result = subprocess.run([str(node()), "-e", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == texts
+    assert filters.json_str("a && b") == '"a && b"'
+
+
+def test_deploy_installs_the_pinned_sdk_with_npm(rendered: dict[str, Path], deploy_run: Any, tmp_path: Path) -> None:
+    """The sdk step's real npm command installs exactly the pin (offline, from the test's cache)."""
+    from railway_iac import packages
+
+    project = _project_with(rendered, platforms=["railway"])
+    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], sdk_installed=False, real_npm=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    railway = tmp_path / "work" / project.name / ".railway"
+    installed = json.loads((railway / "node_modules" / "railway" / "package.json").read_text())["version"]
+    assert installed == packages()["railway"]
+    assert not (railway / "node_modules" / "typescript").exists(), "--omit=dev: the type checker is not deployed"
+    assert not (railway / "package-lock.json").exists()
+    assert state["deployed"][0] == ["my-service", "staging"]
