@@ -4,6 +4,7 @@ upgrades of one empty database all succeed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -168,7 +169,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "uvicorn-workers"])
 def test_server_on_all_addresses_answers_ipv4_and_ipv6(
     server: str, project: Callable[..., Path], fresh_database: Callable[[str], str]
 ) -> None:
@@ -182,7 +183,8 @@ def test_server_on_all_addresses_answers_ipv4_and_ipv6(
     need(socket.has_dualstack_ipv6(), "this host has no dual-stack IPv6")
     root = project(server=server, database="sqlite", platforms=["railway"])
     port = _free_port()
-    env = _env(HOST="::", PORT=str(port), DATABASE_URL=fresh_database("sqlite"), GRACEFUL_TIMEOUT="3")
+    env = _env(HOST="::", PORT=str(port), DATABASE_URL=fresh_database("sqlite"), GRACEFUL_TIMEOUT="3",
+               ENVIRONMENT="development")  # fmt: skip
     run([UV, "run", "--frozen", "alembic", "upgrade", "head"], cwd=root, env=env)
     process = subprocess.Popen(
         [str(root / ".venv" / "bin" / "python"), "-m", "my_service.serve"],
@@ -210,4 +212,90 @@ def test_server_on_all_addresses_answers_ipv4_and_ipv6(
     # uvicorn re-raises SIGTERM after its clean shutdown (exit status 143 in a container).
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output, output
-    assert ("Application shutdown complete" if server == "uvicorn" else "Shutting down: Master") in output
+    assert {"uvicorn": "Application shutdown complete", "gunicorn": "Shutting down: Master",
+            "uvicorn-workers": "Stopping parent process"}[server] in output  # fmt: skip
+
+
+def test_the_suite_never_writes_to_the_database_it_is_given(
+    project: Callable[..., Path], fresh_database: Callable[[str], str], postgres_url: str
+) -> None:
+    """TEST_DATABASE_URL names a server: the suite makes its own database there and drops it."""
+    root = project(database="postgresql")
+    given = fresh_database("postgresql")
+    name = given.rsplit("/", 1)[1]
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-Atc"]
+    run([*psql, "CREATE TABLE items (id int); INSERT INTO items VALUES (1)", "-d", name], env=dict(os.environ))
+    databases = "SELECT count(*) FROM pg_database"
+    before = run([*psql, databases], env=dict(os.environ)).stdout
+    _passed(_pytest(root, TEST_DATABASE_URL=given))
+    assert run([*psql, "SELECT count(*) FROM items", "-d", name], env=dict(os.environ)).stdout.strip() == "1"
+    assert run([*psql, databases], env=dict(os.environ)).stdout == before, "a test database was left"
+
+
+def _serve(root: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    package = next((root / "src").iterdir()).name
+    return subprocess.Popen(
+        [str(root / ".venv" / "bin" / "python"), "-m", f"{package}.serve"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn-workers"])
+def test_metrics_of_every_worker_add_up(server: str, project: Callable[..., Path]) -> None:
+    """Several worker processes, one /metrics: each scrape counts the requests of all of them
+    (serve.py points PROMETHEUS_MULTIPROC_DIR at a fresh shared directory)."""
+    import re
+    import secrets
+    import signal
+    import time
+
+    root = project(server=server, database="none", metrics=True)
+    port, token = _free_port(), secrets.token_urlsafe(32)
+    env = _env(ENVIRONMENT="production", SECRET_KEY=secrets.token_urlsafe(48), METRICS_TOKEN=token,
+               HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="3", GRACEFUL_TIMEOUT="3")  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = _serve(root, env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while _get_or_none(base + "/health/ready") != 200:
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        # New connections each time, so the kernel spreads the requests over the workers.
+        requests = 30
+        assert [_get(base + "/health/live")[0] for _ in range(requests)] == [200] * requests
+        pattern = re.compile(r'http_requests_total\{method="GET",route="/health/live",status="200"\} (\S+)')
+        counts = []
+        for _ in range(6):
+            status, text = _get(base + "/metrics", {"Authorization": f"Bearer {token}"})
+            assert status == 200, text
+            found = pattern.search(text)
+            assert found, text[-2000:]
+            counts.append(float(found.group(1)))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert counts == [requests] * 6, (counts, output[-3000:])
+
+
+def _get_or_none(url: str) -> int | None:
+    try:
+        return _get(url)[0]
+    except OSError:
+        return None
