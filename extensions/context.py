@@ -236,6 +236,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "db_driver": db["driver"],
         "db_requirements": db["requirements"],
         "db_port": db["port"],
+        # Host ports the development override publishes the backing services on: off the standard
+        # ports, so a database or Redis already running on this machine never collides.
+        "db_host_port": db["port"] + 50000 if db["port"] else None,
+        "redis_host_port": 56379,
         "db_version": db["version"],
         "db_image": db["image"],
         "db_data_dir": db["data_dir"],
