@@ -1,5 +1,6 @@
 """One JSON error shape for every failure: {"error": {"code", "message", "details"}}."""
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -60,7 +61,7 @@ def error_response(
     message: str,
     *,
     details: Any = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     code = ERROR_CODES.get(status_code) or HTTPStatus(status_code).phrase.lower().replace(" ", "_")
     body: dict[str, Any] = {"code": code, "message": message}
