@@ -327,7 +327,7 @@ def test_development_ports_are_settings_away_from_local_servers(database: str, r
     readme = (root / "README.md").read_text()
     assert readme.index("docker compose up -d db") < readme.index("uv run alembic upgrade head")
     own = "createuser" if database == "postgresql" else "CREATE USER"
-    assert own in readme and f":{standard}/" in readme, "the own-server sequence is missing"
+    assert own in readme and f"localhost:{standard}" in readme, "the own-server sequence is missing"
     # The image runs as production unless told otherwise; only the override opts into development.
     assert "ENVIRONMENT=production" in (root / "Dockerfile").read_text()
     assert override["services"]["app"]["environment"]["ENVIRONMENT"] == "development"
