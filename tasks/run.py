@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 try:
+    import conflicts
     import step_git
     import step_lock
     import step_migrations
@@ -58,14 +59,17 @@ SEQUENCES = {
 }
 
 
-OK, FAILED, SKIPPED = "ok", "FAILED", "skipped"
+OK, FAILED, SKIPPED, HELD = "ok", "FAILED", "skipped", "held"
 
 
 def run_one(name: str, step: Callable[[Project], str], project: Project, on_failure: str) -> str:
-    """Run one step and report it: OK, FAILED or SKIPPED."""
+    """Run one step and report it: OK, FAILED, SKIPPED, or HELD back by an update's conflicts."""
     project.notes.clear()
     try:
         message = step(project)
+    except conflicts.Conflicted as held:
+        say(name, f"not run: it reads {held}, which still hold conflict markers from the update")
+        return HELD
     except StepSkipped as skipped:
         say(name, f"skipped: {skipped.reason}")
         if skipped.later:
@@ -115,8 +119,11 @@ def summary(sequence: str, outcomes: dict[str, str], project: Project) -> str:
         if outcome == FAILED:
             lines.append(f"           re-run: {rerun_command(name, project)}")
     failed = [name for name, outcome in outcomes.items() if outcome == FAILED]
+    held = [name for name, outcome in outcomes.items() if outcome == HELD]
     if failed:
         lines.append(f"NOT READY: {len(failed)} step(s) failed ({', '.join(failed)}); see each one above.")
+    elif held:
+        lines.append(f"NOT READY: {', '.join(held)} held back by the update's conflicts; see the next line.")
     else:
         lines.append("every step passed or had nothing to do: the project is ready.")
     return "\n".join(lines)
@@ -150,14 +157,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.paths:
             parser.error(f"{args.step} takes no paths")
         names = SEQUENCES.get(args.step, [args.step])
+        left = conflicts.find(project) if args.step == "after-update" else {}
+        if left:  # first, so the steps' own notes below read as consequences
+            listing = "\n".join(f"    {item}" for item in conflicts.describe(left).split("; "))
+            say(args.step, f"the update left conflicts in {len(left)} file(s):\n{listing}")
         outcomes: dict[str, str] = {}
         for name in names:
             failed = [done for done, outcome in outcomes.items() if outcome == FAILED]
             step = _git_after_failures(failed) if name == "git" and failed else STEPS[name]
             outcomes[name] = run_one(name, step, project, args.on_failure)
-        ok = FAILED not in outcomes.values()
+        held = [name for name, outcome in outcomes.items() if outcome == HELD]
+        # Conflicts are what an update may leave, not a failure of it: Copier then finishes
+        # and prints its after-update message. A step run by hand on a conflicted file fails.
+        ok = FAILED not in outcomes.values() and (args.step == "after-update" or not held)
         if len(names) > 1:
             say(args.step, summary(args.step, outcomes, project))
+        if left or held:
+            say(
+                args.step,
+                f"next: {conflicts.HOW_TO_RESOLVE}, and run what "
+                + ("was held back" if held else "checks the merged files")
+                + f" ({', '.join(held or names)}):\n    {rerun_command(args.step, project)}",
+            )
         # Read by the closing message of `copier copy`, which Copier prints only when the task
         # exits 0: with --on-failure exit and a failure there is no message, so no file either.
         if args.step == "all" and (ok or args.on_failure == "report"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import conflicts
 from common import Project, StepFailed, clean_env, run, working_uv
 
 NETWORK_RE = re.compile(
@@ -23,6 +24,7 @@ LATER = "when uv works and the index answers, run `uv lock` in the project folde
 def run_step(project: Project) -> str:
     if not (project.root / "pyproject.toml").is_file():
         raise StepFailed("pyproject.toml is missing, so there is nothing to lock", "restore it, then re-run")
+    conflicts.refuse(project, lambda name: name in {"pyproject.toml", "uv.lock"})
     try:
         uv = working_uv(project)
     except StepFailed as exc:
@@ -38,6 +40,11 @@ def run_step(project: Project) -> str:
             raise StepFailed(
                 f"`uv lock` could not reach the package index:\n{output}",
                 f"check the network, proxy and index settings (UV_INDEX_URL, SSL_CERT_FILE); {LATER}",
+            )
+        if "TOML parse error" in output:
+            raise StepFailed(
+                f"pyproject.toml is not valid TOML:\n{output}",
+                "fix the line the message above points at, then re-run",
             )
         raise StepFailed(
             f"`uv lock` exited {result.returncode}:\n{output}",

@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import conflicts
 from common import Project, StepFailed, StepSkipped, clean_env, run, working_uv
 
 LATER = (
@@ -28,6 +29,8 @@ def run_step(project: Project) -> str:
             "alembic.ini is missing although the project has a database",
             "restore alembic.ini (git checkout -- alembic.ini, or `copier recopy`), then re-run",
         )
+    # It imports the app's modules and runs Alembic: Python with conflict markers cannot.
+    conflicts.refuse(project, lambda name: name.endswith(".py") or name in {"alembic.ini", "pyproject.toml", "uv.lock"})
     try:
         uv = working_uv(project)
     except StepFailed as exc:

@@ -12,6 +12,7 @@ import re
 import secrets
 import string
 
+import conflicts
 from common import Project, StepFailed
 
 ENV_FILE = ".env"
@@ -45,18 +46,18 @@ def fill(example: str) -> tuple[str, dict[str, str]]:
     return "".join(lines), values
 
 
+NAME_RE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
 def variables(text: str) -> list[str]:
-    names = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped and not stripped.startswith("#") and "=" in stripped:
-            names.append(stripped.split("=", 1)[0].removeprefix("export ").strip())
-    return names
+    """The variable names a .env text assigns (comments, blank and other lines are no names)."""
+    return [match.group(1) for line in text.splitlines() if (match := NAME_RE.match(line.strip()))]
 
 
 def run_step(project: Project) -> str:
     env_path = project.root / ENV_FILE
     example_path = project.root / EXAMPLE_FILE
+    conflicts.refuse(project, lambda name: name == EXAMPLE_FILE)
     if env_path.exists():
         missing = []
         if example_path.is_file():

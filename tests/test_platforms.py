@@ -357,7 +357,7 @@ def test_cloudformation_says_what_derive_says(row: dict[str, Any], projects: dic
     tg = res["TargetGroup"]["Properties"]
     assert tg["HealthCheckPath"] == d["health_ready_path"] and tg["Port"] == d["app_port"]
     attributes = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
-    assert attributes["deregistration_delay.timeout_seconds"] == str(d["graceful_timeout"])
+    assert attributes["deregistration_delay.timeout_seconds"] == str(d["alb_deregistration_delay"])
     service = res["Service"]["Properties"]
     assert service["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     assert service["HealthCheckGracePeriodSeconds"] == d["startup_timeout"]

@@ -466,7 +466,7 @@ def test_deploy_plans_applies_then_deploys_web_and_worker(
 
 
 def test_deploy_with_a_project_token_uses_its_environment(rendered: dict[str, Path], deploy_run: Any) -> None:
-    project = _project_with(rendered, platforms=["railway"], database="sqlite")
+    project = rendered[f"set{ANSWER_SETS.index(EXTRA[3])}"]  # SQLite, no worker
     result, state = deploy_run(
         project, ["deploy/railway/deploy.sh", "production"], token_environment="production", env={"RAILWAY_TOKEN": "t"}
     )

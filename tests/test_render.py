@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 from combinations import NAME_CASE_OPTIONS, NAME_CASES, RESERVED_CASES, pairwise, to_answers
-from conftest import render_template, run
+from conftest import PROJECT_ENV, UV, render_template, run
+from test_words import check_words
 
 ROWS = [to_answers(row) for row in pairwise()]
 IDS = [
@@ -85,6 +87,8 @@ def test_pairwise_combination_renders_clean(answers: dict[str, Any], render: Cal
     # ruff as configured by the generated pyproject.toml: no findings and no formatting diff.
     run(["ruff", "check", "--no-cache", "."], cwd=project)
     run(["ruff", "format", "--check", "--no-cache", "."], cwd=project)
+    _check_uv_add_lands_below_the_template(project)
+    check_words(project)  # tests/test_words.py: "an arq worker", nothing about a database it has not
 
 
 def test_pairwise_covers_every_pair() -> None:
@@ -141,3 +145,33 @@ def test_reserved_words_are_refused_before_anything_is_written(
     with pytest.raises(ValueError, match="choose another name, for example"):
         render_template(template_src, dest, **answers)
     assert not dest.exists()
+
+
+def _check_uv_add_lands_below_the_template(project: Path) -> None:
+    """`uv add` (offline: --frozen) puts the user's requirements after the template's own, so an
+    update that changes the template's lines merges with them (docs/update.md). It runs on a copy
+    of pyproject.toml whose requires-python this interpreter meets (where uv adds a requirement does not depend
+    on it; the project's own Python may not be installed here)."""
+    scratch = project.parent / f"{project.name}-uv-add"
+    scratch.mkdir()
+    here = f">={sys.version_info.major}.{sys.version_info.minor}"
+    text = re.sub(
+        r'^requires-python = "[^"]*"$',
+        f'requires-python = "{here}"',
+        (project / "pyproject.toml").read_text(),
+        flags=re.M,
+    )
+    pyproject = scratch / "pyproject.toml"
+    pyproject.write_text(text)
+    before = text.splitlines(keepends=True)
+    env = {**PROJECT_ENV, "UV_OFFLINE": "1"}
+    for args in (["humanize"], ["--dev", "pytest-cov"]):  # humanize would sort among the template's
+        run([UV, "add", "--frozen", "--python", sys.executable, *args], cwd=scratch, env=env)
+    expected = list(before)
+    for comment, line in (
+        ("end here: `uv add --dev`", '    "pytest-cov",\n'),
+        ("end here: `uv add`", '    "humanize",\n'),
+    ):
+        (at,) = [i for i, text in enumerate(before) if text.lstrip().startswith("#") and comment in text]
+        expected.insert(at + 1, line)
+    assert pyproject.read_text().splitlines(keepends=True) == expected

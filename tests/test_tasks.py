@@ -311,7 +311,7 @@ def test_pre_commit_hooks_pass_and_catch_a_planted_secret(copied: tuple[Path, st
     pre_commit = [UV, "tool", "run", "--from", "pre-commit==4.7.0", "pre-commit"]
     clean = sh([*pre_commit, "run", "--all-files"], cwd=project)
     assert clean.returncode == 0, show(clean)
-    for hook in ("ruff check", "ruff format", "detect-secrets", "hadolint", "shellcheck"):
+    for hook in ("ruff check", "ruff format", "mypy", "detect-secrets", "hadolint", "shellcheck"):
         assert any(line.startswith(hook) and line.endswith("Passed") for line in clean.stdout.splitlines()), (
             f"hook {hook} did not run and pass\n{show(clean)}"
         )

