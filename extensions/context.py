@@ -284,7 +284,9 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "kill_timeout": KILL_TIMEOUT,
         "drain_seconds": DRAIN_SECONDS,
         "overlap_seconds": OVERLAP_SECONDS,
-        "web_concurrency": 2 if server == "gunicorn" else 1,
+        "web_concurrency": 2 if server != "uvicorn" else 1,
+        # Several worker processes per container (gunicorn, or uvicorn's own --workers).
+        "multi_process": server != "uvicorn",
         # Celery worker processes (WORKER_CONCURRENCY): Celery would fork one per CPU of the node,
         # not of the container's 512Mi/1Gi limits. Two fit the smallest instance.
         "worker_concurrency": 2,
@@ -293,6 +295,10 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "db_driver": db["driver"],
         "db_requirements": db["requirements"],
         "db_port": db["port"],
+        # Host ports the development override publishes the backing services on: off the standard
+        # ports, so a database or Redis already running on this machine never collides.
+        "db_host_port": db["port"] + 50000 if db["port"] else None,
+        "redis_host_port": 56379,
         "db_version": db["version"],
         "db_image": db["image"],
         "db_data_dir": db["data_dir"],

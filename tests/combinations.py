@@ -27,7 +27,7 @@ EXTRAS = [  # (redis, worker)
     (True, "celery"),
 ]
 FACTORS: dict[str, list[Any]] = {
-    "server": ["uvicorn", "gunicorn"],
+    "server": ["uvicorn", "gunicorn", "uvicorn-workers"],
     "database": ["postgresql", "mysql", "sqlite", "none"],
     "platforms": PLATFORM_SETS,
     "extras": EXTRAS,

@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gunicorn-mysql": {"server": "gunicorn", "database": "mysql"},
     "gunicorn-sqlite": {"server": "gunicorn", "database": "sqlite"},
     "gunicorn-none": {"server": "gunicorn", "database": "none"},
+    "uvicorn-workers-postgresql": {"server": "uvicorn-workers"},
     "arq-worker": {"database": "none", "redis": True, "worker": "arq"},
 }
 
@@ -276,7 +277,7 @@ def test_image_migrates_serves_read_only_as_non_root(
     uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
     assert set(uids) == {str(box.context["app_uid"])}, status
     cmdline = engine.run("exec", app, "cat", "/proc/1/cmdline").stdout.split("\0")
-    server = box.answers.get("server", "uvicorn")
+    server = box.answers.get("server", "uvicorn").split("-")[0]  # uvicorn-workers runs uvicorn
     assert server in Path(cmdline[1] if cmdline[0].endswith("python") else cmdline[0]).name + " ".join(cmdline)
     denied = engine.run("exec", app, "touch", "/app/written", check=False)
     assert denied.returncode != 0, "the root filesystem is writable"
@@ -459,7 +460,7 @@ class SlowUpload(threading.Thread):
 
 
 @CONTAINER
-@pytest.mark.parametrize("variant", ["defaults", "gunicorn-mysql"])
+@pytest.mark.parametrize("variant", ["defaults", "gunicorn-mysql", "uvicorn-workers-postgresql"])
 def test_sigterm_lets_accepted_requests_finish(
     variant: str,
     engine: Engine,
@@ -596,7 +597,11 @@ def test_lock_change_rebuilds_the_dependency_layer(
 # No engine needed: hadolint and compose validation over many answer combinations
 # ---------------------------------------------------------------------------------------------
 EXTRA_COMBINATIONS: list[dict[str, Any]] = [
-    *({"server": s, "database": d} for s in ("uvicorn", "gunicorn") for d in ("postgresql", "mysql", "sqlite", "none")),
+    *(
+        {"server": s, "database": d}
+        for s in ("uvicorn", "gunicorn", "uvicorn-workers")
+        for d in ("postgresql", "mysql", "sqlite", "none")
+    ),
     {"python_version": "3.13", "license": "proprietary", "redis": True, "worker": "celery"},
     {"reverse_proxy": "nginx", "domain": "api.example.com", "redis": True, "worker": "arq", "database": "mysql"},
     {"reverse_proxy": "traefik", "domain": "api.example.com", "database": "sqlite", "platforms": ["vm"]},

@@ -4,6 +4,7 @@ upgrades of one empty database all succeed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -168,7 +169,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "uvicorn-workers"])
 def test_server_on_all_addresses_answers_ipv4_and_ipv6(
     server: str, project: Callable[..., Path], fresh_database: Callable[[str], str]
 ) -> None:
@@ -182,7 +183,8 @@ def test_server_on_all_addresses_answers_ipv4_and_ipv6(
     need(socket.has_dualstack_ipv6(), "this host has no dual-stack IPv6")
     root = project(server=server, database="sqlite", platforms=["railway"])
     port = _free_port()
-    env = _env(HOST="::", PORT=str(port), DATABASE_URL=fresh_database("sqlite"), GRACEFUL_TIMEOUT="3")
+    env = _env(HOST="::", PORT=str(port), DATABASE_URL=fresh_database("sqlite"), GRACEFUL_TIMEOUT="3",
+               ENVIRONMENT="development")  # fmt: skip
     run([UV, "run", "--frozen", "alembic", "upgrade", "head"], cwd=root, env=env)
     process = subprocess.Popen(
         [str(root / ".venv" / "bin" / "python"), "-m", "my_service.serve"],
@@ -210,7 +212,8 @@ def test_server_on_all_addresses_answers_ipv4_and_ipv6(
     # uvicorn re-raises SIGTERM after its clean shutdown (exit status 143 in a container).
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output, output
-    assert ("Application shutdown complete" if server == "uvicorn" else "Shutting down: Master") in output
+    assert {"uvicorn": "Application shutdown complete", "gunicorn": "Shutting down: Master",
+            "uvicorn-workers": "Stopping parent process"}[server] in output  # fmt: skip
 
 
 def test_celery_worker_concurrency_is_a_setting_not_the_node_cpu_count(project: Callable[..., Path]) -> None:
@@ -234,3 +237,120 @@ def test_celery_worker_concurrency_is_a_setting_not_the_node_cpu_count(project: 
         [UV, "run", "--frozen", "python", "-c", code], cwd=root, env=_env(WORKER_CONCURRENCY="0"), check=False
     )
     assert refused.returncode != 0 and "worker_concurrency" in refused.stderr.lower()
+
+
+def test_the_suite_never_writes_to_the_database_it_is_given(
+    project: Callable[..., Path], fresh_database: Callable[[str], str], postgres_url: str
+) -> None:
+    """TEST_DATABASE_URL names a server: the suite makes its own database there and drops it."""
+    root = project(database="postgresql")
+    given = fresh_database("postgresql")
+    name = given.rsplit("/", 1)[1]
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-Atc"]
+    run([*psql, "CREATE TABLE items (id int); INSERT INTO items VALUES (1)", "-d", name], env=dict(os.environ))
+    # The suite's own databases are named test_<package>_<random>; none may outlive it.
+    databases = "SELECT datname FROM pg_database WHERE datname LIKE 'test_my_service_%'"
+    before = run([*psql, databases], env=dict(os.environ)).stdout
+    _passed(_pytest(root, TEST_DATABASE_URL=given))
+    assert run([*psql, "SELECT count(*) FROM items", "-d", name], env=dict(os.environ)).stdout.strip() == "1"
+    left = set(run([*psql, databases], env=dict(os.environ)).stdout.split()) - set(before.split())
+    assert not left, f"the suite left its databases behind: {left}"
+
+
+def _serve(root: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    package = next((root / "src").iterdir()).name
+    return subprocess.Popen(
+        [str(root / ".venv" / "bin" / "python"), "-m", f"{package}.serve"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn-workers"])
+def test_metrics_of_every_worker_add_up(server: str, project: Callable[..., Path]) -> None:
+    """Several worker processes, one /metrics: each scrape counts the requests of all of them
+    (serve.py points PROMETHEUS_MULTIPROC_DIR at a fresh shared directory)."""
+    import re
+    import secrets
+    import signal
+    import time
+
+    root = project(server=server, database="none", metrics=True)
+    port, token = _free_port(), secrets.token_urlsafe(32)
+    env = _env(ENVIRONMENT="production", SECRET_KEY=secrets.token_urlsafe(48), METRICS_TOKEN=token,
+               HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="3", GRACEFUL_TIMEOUT="3")  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = _serve(root, env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while _get_or_none(base + "/health/ready") != 200:
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)
+        # New connections each time, so the kernel spreads the requests over the workers.
+        requests = 30
+        assert [_get(base + "/health/live")[0] for _ in range(requests)] == [200] * requests
+        pattern = re.compile(r'http_requests_total\{method="GET",route="/health/live",status="200"\} (\S+)')
+        counts = []
+        for _ in range(6):
+            status, text = _get(base + "/metrics", {"Authorization": f"Bearer {token}"})
+            assert status == 200, text
+            found = pattern.search(text)
+            assert found, text[-2000:]
+            counts.append(float(found.group(1)))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert counts == [requests] * 6, (counts, output[-3000:])
+
+
+def _get_or_none(url: str) -> int | None:
+    try:
+        return _get(url)[0]
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mysql"])
+def test_development_ports_are_settings_away_from_local_servers(database: str, render: Callable[..., Path]) -> None:
+    """The override publishes the compose database and Redis on DB_HOST_PORT / REDIS_HOST_PORT
+    (not 5432/3306/6379, which a local server holds), .env points there, and the README gives the
+    sequence for the compose database and for one's own server."""
+    import yaml
+
+    root = render(database=database, redis=True)
+    standard = {"postgresql": 5432, "mysql": 3306}[database]
+    override = yaml.safe_load((root / "compose.override.yaml").read_text())
+    assert override["services"]["db"]["ports"] == [f"127.0.0.1:${{DB_HOST_PORT:-{standard + 50000}}}:{standard}"]
+    assert override["services"]["redis"]["ports"] == ["127.0.0.1:${REDIS_HOST_PORT:-56379}:6379"]
+    example = dict(
+        line.split("=", 1)
+        for line in (root / ".env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    assert example["DB_HOST_PORT"] == str(standard + 50000)
+    assert f"@localhost:{standard + 50000}/" in example["DATABASE_URL"]
+    assert example["REDIS_URL"] == "redis://localhost:56379/0"
+    assert example["ENVIRONMENT"] == "development"
+    readme = (root / "README.md").read_text()
+    assert readme.index("docker compose up -d db") < readme.index("uv run alembic upgrade head")
+    own = "createuser" if database == "postgresql" else "CREATE USER"
+    assert own in readme and f"localhost:{standard}" in readme, "the own-server sequence is missing"
+    # The image runs as production unless told otherwise; only the override opts into development.
+    assert "ENVIRONMENT=production" in (root / "Dockerfile").read_text()
+    assert override["services"]["app"]["environment"]["ENVIRONMENT"] == "development"
