@@ -13,7 +13,6 @@ rollback) stay on the recording CLI in test_platforms.py: moto reports every tas
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from conftest import ROOT, render_template, run
 
@@ -80,9 +80,8 @@ def ready_server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def moto_env(ready_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    from moto.server import ThreadedMotoServer
-
     import moto_shims
+    from moto.server import ThreadedMotoServer
 
     uninstall = moto_shims.install(ready_server)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -111,21 +110,24 @@ def moto_env(ready_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         uninstall()
 
 
-def aws(env: dict[str, str], *args: str) -> Any:
-    result = subprocess.run(["aws", *args, "--output", "json"], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"aws {' '.join(args)}: {result.stderr}"
-    return json.loads(result.stdout) if result.stdout.strip() else None
+def aws(env: dict[str, str], service: str) -> Any:
+    """A boto3 client on moto for the test's own set-up and checks (the script uses the CLI:
+    each CLI call costs about a second of start-up, boto3 in this process does not)."""
+    keys = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+    return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", **keys)
 
 
 def _network(env: dict[str, str]) -> tuple[str, list[str]]:
     """A VPC with DNS hostnames (ECS run-task needs them) and subnets in two zones."""
-    vpc = aws(env, "ec2", "create-vpc", "--cidr-block", "10.0.0.0/16")["Vpc"]["VpcId"]
-    aws(env, "ec2", "modify-vpc-attribute", "--vpc-id", vpc, "--enable-dns-hostnames", '{"Value":true}')
+    ec2 = aws(env, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     subnets = [
-        aws(env, "ec2", "create-subnet", "--vpc-id", vpc, "--cidr-block", f"10.0.{i}.0/24",
-            "--availability-zone", f"us-east-1{zone}")["Subnet"]["SubnetId"]
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{zone}")["Subnet"][
+            "SubnetId"
+        ]
         for i, zone in enumerate("ab")
-    ]  # fmt: skip
+    ]
     return vpc, subnets
 
 
@@ -141,13 +143,11 @@ def _deploy(project: Path, env: dict[str, str], **extra: str) -> subprocess.Comp
 
 
 def _service(env: dict[str, str], cluster: str, name: str) -> dict[str, Any]:
-    (service,) = aws(env, "ecs", "describe-services", "--cluster", cluster, "--services", name)["services"]
+    (service,) = aws(env, "ecs").describe_services(cluster=cluster, services=[name])["services"]
     return service
 
 
-def test_aws_deploy_runs_end_to_end_against_moto(
-    template_src: Path, tmp_path: Path, moto_env: dict[str, str]
-) -> None:
+def test_aws_deploy_runs_end_to_end_against_moto(template_src: Path, tmp_path: Path, moto_env: dict[str, str]) -> None:
     env = moto_env
     d = context.derive({"project_slug": "my-service", "package_name": "my_service", **ANSWERS})
     project = render_template(template_src, tmp_path / "my-service", **ANSWERS)
@@ -172,11 +172,14 @@ def test_aws_deploy_runs_end_to_end_against_moto(
         "WorkerTaskDefinitionArn": "",
     }
     body = (project / "deploy/aws/cloudformation.yaml").read_text()
-    aws(env, "cloudformation", "create-stack", "--stack-name", "my-service-staging", "--template-body", body,
-        "--capabilities", "CAPABILITY_IAM", "--parameters",
-        *(f"ParameterKey={k},ParameterValue={v.replace(',', chr(92) + ',')}" for k, v in parameters.items()))  # fmt: skip
-    dsn = {"Name": "/my-service/staging/SENTRY_DSN", "Type": "SecureString", "Value": "https://key@sentry.example.com/1"}
-    aws(env, "ssm", "put-parameter", "--cli-input-json", json.dumps(dsn))  # CLI v1 would fetch a URL --value
+    aws(env, "cloudformation").create_stack(
+        StackName="my-service-staging",
+        TemplateBody=body,
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+    )
+    dsn = "https://key@sentry.example.com/1"
+    aws(env, "ssm").put_parameter(Name="/my-service/staging/SENTRY_DSN", Type="SecureString", Value=dsn)
 
     # First deploy: builds and pushes the commit, registers, migrates, creates the services.
     first = _deploy(project, env)
@@ -186,18 +189,16 @@ def test_aws_deploy_runs_end_to_end_against_moto(
     assert f"push {registry}:{commit}" in engine and "build --platform linux/amd64" in engine
     outputs = {
         o["OutputKey"]: o["OutputValue"]
-        for o in aws(env, "cloudformation", "describe-stacks", "--stack-name", "my-service-staging")["Stacks"][0][
-            "Outputs"
-        ]
+        for o in aws(env, "cloudformation").describe_stacks(StackName="my-service-staging")["Stacks"][0]["Outputs"]
     }
     cluster = outputs["ClusterName"]
     web, worker = _service(env, cluster, outputs["ServiceName"]), _service(env, cluster, outputs["WorkerServiceName"])
     for service, family in ((web, "my-service-staging"), (worker, "my-service-staging-worker")):
-        task = aws(env, "ecs", "describe-task-definition", "--task-definition", service["taskDefinition"])
+        task = aws(env, "ecs").describe_task_definition(taskDefinition=service["taskDefinition"])
         assert task["taskDefinition"]["containerDefinitions"][0]["image"] == f"{registry}:{commit}"
         assert service["taskDefinition"].split("/")[-1].rsplit(":", 1)[0] == family, service["taskDefinition"]
-    (migration,) = aws(env, "ecs", "list-tasks", "--cluster", cluster, "--started-by", "deploy-migrations")["taskArns"]
-    (task,) = aws(env, "ecs", "describe-tasks", "--cluster", cluster, "--tasks", migration)["tasks"]
+    (migration,) = aws(env, "ecs").list_tasks(cluster=cluster, startedBy="deploy-migrations")["taskArns"]
+    (task,) = aws(env, "ecs").describe_tasks(cluster=cluster, tasks=[migration])["tasks"]
     assert task["overrides"]["containerOverrides"][0]["command"] == d["migration_argv"]
     assert task["taskDefinitionArn"] == web["taskDefinition"]
     assert "Migrations done." in first.stdout and f"Deployed {registry}:{commit} to staging" in first.stdout
@@ -208,7 +209,7 @@ def test_aws_deploy_runs_end_to_end_against_moto(
     assert f"push {registry}:release-2" in Path(env["ENGINE_LOG"]).read_text()
     web2 = _service(env, cluster, outputs["ServiceName"])
     assert web2["taskDefinition"] != web["taskDefinition"]
-    task = aws(env, "ecs", "describe-task-definition", "--task-definition", web2["taskDefinition"])
+    task = aws(env, "ecs").describe_task_definition(taskDefinition=web2["taskDefinition"])
     assert task["taskDefinition"]["containerDefinitions"][0]["image"] == f"{registry}:release-2"
     assert "Creating the service" not in second.stdout
 
@@ -220,5 +221,5 @@ def test_aws_deploy_runs_end_to_end_against_moto(
     assert Path(env["ENGINE_LOG"]).read_text().count("\npush ") == pushes
     web3 = _service(env, cluster, outputs["ServiceName"])
     assert web3["taskDefinition"] != web2["taskDefinition"]
-    images = aws(env, "ecr", "describe-images", "--repository-name", d["image_name"])["imageDetails"]
+    images = aws(env, "ecr").describe_images(repositoryName=d["image_name"])["imageDetails"]
     assert sorted(t for i in images for t in i.get("imageTags", [])) == sorted([commit, "release-2"])
