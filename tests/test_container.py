@@ -6,7 +6,7 @@ image's filesystem. Stand-in base images are built on demand where the official 
 pulled (Debian forky's Python 3.14 and 3.15). Every variant runs on the default Python (3.14); the
 newest (3.15) builds and runs the defaults and MariaDB variants.
 hadolint runs over the Dockerfiles of many answer combinations; needs no engine. With Docker,
-`docker compose up` runs a SQLite stack for real (the other stacks need registry images).
+`docker compose up` runs a SQLite stack for real (the other stacks: tests/test_compose_stacks.py).
 """
 
 from __future__ import annotations
