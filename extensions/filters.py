@@ -157,7 +157,9 @@ DEPENDENCY_NAMES = frozenset(
         "sniffio", "sqlalchemy", "starlette", "typing_extensions", "typing_inspection", "tzdata",
         "urllib3", "uv", "uv_build", "uvicorn", "uvicorn_worker", "uvloop", "vine", "watchfiles",
         "wcwidth", "websockets", "wrapt", "pyjwt", "jwt", "opentelemetry", "opentelemetry_api", "py",
-        "tzlocal", "docs", "examples",
+        "tzlocal", "docs", "examples", "mypy", "mypyc", "mypy_extensions", "librt", "ast_serialize",
+        "pathspec", "celery_types", "amqp_stubs", "billiard_stubs", "celery_stubs",
+        "django_celery_results_stubs", "ephem_stubs", "kombu_stubs", "vine_stubs",
     }
 )  # fmt: skip
 TEST_PACKAGES = frozenset({"test", "tests"})

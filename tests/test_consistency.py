@@ -590,8 +590,15 @@ def test_repeated_values_have_one_source(template_src: Path, tmp_path: Path, ci:
     url_files = [".env.example", "compose.yaml", "tests/conftest.py", "src/my_service/settings.py", ci_file]
     ports = {str(f): REDIS_URL_PORT.findall((project / f).read_text()) for f in url_files}
     assert all(ports.values()), f"a file lost its Redis URL: {ports}"
+    # .env points at the port the development override publishes (REDIS_HOST_PORT, away from a
+    # local server); everything else talks to Redis's own port.
+    host_port = values["redis_host_port"]
+    assert {int(p) for p in ports.pop(".env.example")} == {host_port}
     override = yaml.safe_load((project / "compose.override.yaml").read_text())
-    mappings = [str(p).rsplit(":", 2)[-2:] for p in override["services"]["redis"]["ports"]]
+    # "127.0.0.1:${REDIS_HOST_PORT:-56379}:6379": the host side holds a colon of its own.
+    published = [str(p).removeprefix("127.0.0.1:").rsplit(":", 1) for p in override["services"]["redis"]["ports"]]
+    assert [host for host, _ in published] == [f"${{REDIS_HOST_PORT:-{host_port}}}"], published
+    mappings = [[container] for _, container in published]
     if ci == "github":
         services = yaml.safe_load(ci_file.read_text())["jobs"]["test"]["services"]
         mappings += [str(p).split(":") for p in services["redis"]["ports"]]

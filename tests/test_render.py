@@ -175,3 +175,33 @@ def _check_uv_add_lands_below_the_template(project: Path) -> None:
         (at,) = [i for i, text in enumerate(before) if text.lstrip().startswith("#") and comment in text]
         expected.insert(at + 1, line)
     assert pyproject.read_text().splitlines(keepends=True) == expected
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mysql"])
+def test_development_ports_are_settings_away_from_local_servers(database: str, render: Callable[..., Path]) -> None:
+    """The override publishes the compose database and Redis on DB_HOST_PORT / REDIS_HOST_PORT
+    (not 5432/3306/6379, which a local server holds), .env points there, and the README gives the
+    sequence for the compose database and for one's own server."""
+    import yaml
+
+    root = render(database=database, redis=True)
+    standard = {"postgresql": 5432, "mysql": 3306}[database]
+    override = yaml.safe_load((root / "compose.override.yaml").read_text())
+    assert override["services"]["db"]["ports"] == [f"127.0.0.1:${{DB_HOST_PORT:-{standard + 50000}}}:{standard}"]
+    assert override["services"]["redis"]["ports"] == ["127.0.0.1:${REDIS_HOST_PORT:-56379}:6379"]
+    example = dict(
+        line.split("=", 1)
+        for line in (root / ".env.example").read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    assert example["DB_HOST_PORT"] == str(standard + 50000)
+    assert f"@localhost:{standard + 50000}/" in example["DATABASE_URL"]
+    assert example["REDIS_URL"] == "redis://localhost:56379/0"
+    assert example["ENVIRONMENT"] == "development"
+    readme = (root / "README.md").read_text()
+    assert readme.index("docker compose up -d db") < readme.index("uv run alembic upgrade head")
+    own = "createuser" if database == "postgresql" else "CREATE USER"
+    assert own in readme and f"localhost:{standard}" in readme, "the own-server sequence is missing"
+    # The image runs as production unless told otherwise; only the override opts into development.
+    assert "ENVIRONMENT=production" in (root / "Dockerfile").read_text()
+    assert override["services"]["app"]["environment"]["ENVIRONMENT"] == "development"
