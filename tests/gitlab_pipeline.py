@@ -252,12 +252,6 @@ def pipeline(config: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
     return created
 
 
-def in_stage_order(config: dict[str, Any], names: list[str]) -> list[str]:
-    stages = config["stages"]
-    all_jobs = jobs(config)
-    return sorted(names, key=lambda n: stages.index(all_jobs[n].get("stage", "test")))
-
-
 def dotenv(path: Path) -> dict[str, str]:
     """A dotenv report as GitLab reads it: KEY=VALUE lines, no quoting, no expansion."""
     found: dict[str, str] = {}
@@ -330,8 +324,8 @@ def scratch_local_bin(dest: Path) -> Path:
 def namespaces_work() -> str | None:
     """None when this machine lets the runner make mount and network namespaces, else why not."""
     unshare = shutil.which("unshare")
-    if not unshare:
-        return "unshare (util-linux) is missing"
+    if not unshare or not shutil.which("ip"):
+        return "unshare (util-linux) or ip (iproute2) is missing"
     probe = subprocess.run([unshare, "--mount", "--net", "true"], capture_output=True, text=True, timeout=30)
     return None if probe.returncode == 0 else f"unshare --mount --net fails here: {probe.stderr.strip()}"
 

@@ -430,7 +430,7 @@ def test_build_job_scans_signs_and_hands_the_digest_to_every_deploy_job(
     build = pipeline_runner.job("build-image", network=False)
     passed(build)
     image = "registry.gitlab.example/acme/my-service"
-    (ref,) = [v for k, v in pipeline_runner.reports.items() if k == "IMAGE_REF"]
+    ref = pipeline_runner.reports["IMAGE_REF"]
     assert re.fullmatch(re.escape(image) + r"@sha256:[0-9a-f]{64}", ref), ref
     assert dotenv(pipeline_runner.project / "image.env") == {"IMAGE_REF": ref}, "only the digest is handed on"
     print(f"build-image: stops at the registry and Sigstore (stand-ins): {pipeline_runner.recorded('docker push')}")
@@ -487,6 +487,44 @@ def test_a_wrong_script_argument_makes_the_deploy_job_fail(
     finally:
         path.write_text(source)
         pipeline_runner.config = load(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mutation", "refusal"),
+    [
+        ("no id_tokens", "no SIGSTORE_ID_TOKEN of audience sigstore"),
+        ("sign the tag", "is not an image digest"),
+        ("no digest in the push report", ""),
+    ],
+)
+def test_the_build_job_fails_without_keyless_signing_by_digest(
+    runner: Callable[[dict[str, Any]], Runner], mutation: str, refusal: str
+) -> None:
+    """Each mutation of the build job, all accepted by the gitlab-ci schema, fails its run."""
+    pipeline_runner = runner(MARIADB)
+    job = jobs(pipeline_runner.config)["build-image"]
+    original = json.loads(json.dumps(job))
+    try:
+        if mutation == "no id_tokens":
+            del job["id_tokens"]
+        elif mutation == "sign the tag":
+            job["script"] = [
+                line.replace('sign --yes "$IMAGE_REF"', 'sign --yes "$IMAGE:$TAG"') for line in job["script"]
+            ]
+        else:
+            job["script"] = [line.replace("digest:[[:space:]]", "digest=[[:space:]]") for line in job["script"]]
+        assert job != original, mutation
+        result = pipeline_runner.job("build-image", network=False)
+        assert not result.passed and refusal in result.output, result.output[-3000:]
+        last = [line for line in result.output.splitlines() if line.startswith("$ ")][-1]
+        failing = "cosign sign" if refusal else "push.log ]; then DIGEST="
+        assert failing in last, f"the job stopped at {last!r}"
+        assert not pipeline_runner.recorded("cosign attest"), "no SBOM attested after a refused signature"
+    finally:
+        jobs(pipeline_runner.config)["build-image"].clear()
+        jobs(pipeline_runner.config)["build-image"].update(original)
+        pipeline_runner.log.write_text("")
 
 
 # ---- what every job calls, and which pipelines deploy ----------------------------------------
@@ -680,7 +718,8 @@ def test_build_job_signs_keylessly_with_an_sbom_and_hands_on_only_the_digest(
     # The tools come out of the images derive() pins, never a moving tag.
     for name, (image, path) in values["supply_chain_tools"].items():
         assert re.search(r":v\d+\.\d+\.\d+$", image), image
-        assert f"docker create --name {name} {image} && docker cp {name}:{path} /usr/local/bin/{name}" in lines
+        create = lines.index(f"docker create --name {name} {image}")
+        assert lines[create + 1] == f"docker cp {name}:{path} /usr/local/bin/{name}"
     assert "syft scan docker-archive:image.tar -o spdx-json=sbom.spdx.json" in text
     assert "grype sbom:sbom.spdx.json --fail-on high --only-fixed" in text
     assert 'cosign sign --yes "$IMAGE_REF"' in text
