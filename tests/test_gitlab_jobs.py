@@ -411,7 +411,9 @@ def test_lint_and_test_jobs_pass_against_the_real_servers(
     for name in ("lint", "hadolint", "shellcheck", "test"):
         result = pipeline_runner.job(name)
         passed(result)
-    assert re.search(r"\d+ passed", result.output) and " failed" not in result.output, result.output[-4000:]
+    summary = re.search(r"^=+ (\d+ passed.*?) =+$", result.output, re.M)
+    assert summary and " failed" not in summary[1], result.output[-4000:]
+    print(f"test job ({answers['database']}): the generated suite: {summary[1]}")
     assert "$ uv run alembic check" in result.output.replace('DATABASE_URL="$TEST_DATABASE_URL" ', "")
     assert "No new upgrade operations detected" in result.output, result.output[-3000:]
     db_url = variables(pipeline_runner.config, test_job, {})["TEST_DATABASE_URL"]
