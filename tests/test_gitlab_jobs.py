@@ -400,7 +400,13 @@ def service_databases(request: pytest.FixtureRequest) -> Iterator[Callable[[Runn
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answers", [POSTGRES, MARIADB], ids=["postgresql", "mariadb"])
+@pytest.mark.parametrize(
+    "answers",
+    [
+        pytest.param(POSTGRES, id="postgresql", marks=[pytest.mark.postgres, pytest.mark.redis]),
+        pytest.param(MARIADB, id="mariadb", marks=[pytest.mark.mysql]),
+    ],
+)
 def test_lint_and_test_jobs_pass_against_the_real_servers(
     runner: Callable[[dict[str, Any]], Runner], service_databases: Callable[[Runner], None], answers: dict[str, Any]
 ) -> None:
