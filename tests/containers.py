@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,38 +238,53 @@ def debootstrap(release: str, packages: list[str], target: Path) -> None:
     )
 
 
+# What an image never needs, trimmed from every cached root: apt lists and caches, docs, man pages, locales.
+ROOT_TRIM = ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man", "usr/share/locale")
+
+
+def cached_root(name: str, release: str, packages: list[str], finish: Callable[[Path], None]) -> Path:
+    """A Debian root of release with packages, finished by finish(root), built once per machine in
+    the temporary folder as fd-<name>-<release>-root and reused by later runs. Parallel workers wait
+    on its lock file for the first one; a root whose build did not finish (no .fd-complete) is
+    removed and built again."""
+    root = Path(tempfile.gettempdir()) / f"fd-{name}-{release}-root"
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / ".fd-complete"
+        if not done.exists():
+            started = time.monotonic()
+            shutil.rmtree(root, ignore_errors=True)
+            debootstrap(release, packages, root)
+            finish(root)
+            for sub in ROOT_TRIM:
+                shutil.rmtree(root / sub, ignore_errors=True)
+            done.touch()
+            _log(f"Debian {release} root {name} built in {time.monotonic() - started:.0f}s")
+    return root
+
+
 def python_root(python_version: str) -> Path:
-    """A Debian root with python<version> as python3 and python, venv and CA certificates, built
-    once per machine (about a minute) in the temporary folder and reused by later runs."""
+    """A Debian root with python<version> as python3 and python, venv and CA certificates (about a
+    minute to build, once per machine)."""
     release = DEBIAN_FOR_PYTHON.get(python_version)
     if release is None:
         raise RuntimeError(
             f"no stand-in for Python {python_version}: Debian ships {sorted(DEBIAN_FOR_PYTHON)};"
             " render the project with one of those or make the official image available"
         )
-    root = Path(tempfile.gettempdir()) / f"fd-python{python_version}-{release}-root"
-    with open(root.with_name(root.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers wait for the first one
-        done = root / ".fd-complete"
-        if not done.exists():
-            started = time.monotonic()
-            shutil.rmtree(root, ignore_errors=True)
-            python = f"python{python_version}"
-            debootstrap(release, [python, f"{python}-venv", "ca-certificates"], root)
-            for name in ("python3", "python"):
-                (root / "usr/bin" / name).unlink(missing_ok=True)
-                (root / "usr/bin" / name).symlink_to(python)
-            if HOST_CA_BUNDLE.exists():
-                target = root / str(HOST_CA_BUNDLE).lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.unlink(missing_ok=True)
-                shutil.copyfile(HOST_CA_BUNDLE, target)
-            # Trim what an image never needs: apt lists and caches, docs and man pages.
-            for sub in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man"):
-                shutil.rmtree(root / sub, ignore_errors=True)
-            done.touch()
-            _log(f"Debian {release} root with Python {python_version} built in {time.monotonic() - started:.0f}s")
-    return root
+    python = f"python{python_version}"
+
+    def finish(root: Path) -> None:
+        for name in ("python3", "python"):
+            (root / "usr/bin" / name).unlink(missing_ok=True)
+            (root / "usr/bin" / name).symlink_to(python)
+        if HOST_CA_BUNDLE.exists():
+            target = root / str(HOST_CA_BUNDLE).lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            shutil.copyfile(HOST_CA_BUNDLE, target)
+
+    return cached_root(python, release, [python, f"{python}-venv", "ca-certificates"], finish)
 
 
 def host_python_dir(python_version: str) -> Path:

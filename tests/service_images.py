@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from containers import STANDIN_LABEL, Engine, _log, debootstrap
+from containers import STANDIN_LABEL, Engine, _log, cached_root
 
 RELEASE = "forky"  # Debian testing: the newest PostgreSQL and Redis Debian ships
 
@@ -144,21 +144,8 @@ MARIADB_CNF = "[mariadbd]\ndatadir = /var/lib/mysql\nbind-address = 0.0.0.0\nski
 
 
 def _root(name: str, packages: list[str], finish: Callable[[Path], None]) -> Path:
-    """A Debian root with packages, finished by finish(root), built once per machine."""
-    root = Path(tempfile.gettempdir()) / f"fd-standin-{name}-{RELEASE}-root"
-    with open(root.with_name(root.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers wait for the first one
-        done = root / ".fd-complete"
-        if not done.exists():
-            started = time.monotonic()
-            shutil.rmtree(root, ignore_errors=True)
-            debootstrap(RELEASE, packages, root)
-            finish(root)
-            for sub in ("var/lib/apt/lists", "var/cache/apt", "usr/share/doc", "usr/share/man", "usr/share/locale"):
-                shutil.rmtree(root / sub, ignore_errors=True)
-            done.touch()
-            _log(f"Debian {RELEASE} root for the {name} stand-in built in {time.monotonic() - started:.0f}s")
-    return root
+    """The cached Debian root of the name stand-in (fd-standin-<name>-forky-root)."""
+    return cached_root(f"standin-{name}", RELEASE, packages, finish)
 
 
 def _script(root: Path, text: str, name: str = "docker-entrypoint.sh") -> None:

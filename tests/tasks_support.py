@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
+import shutil
 import string
 import subprocess
 import sys
@@ -104,3 +106,29 @@ def tree_digest(root: Path) -> dict[str, str]:
         digest["<git HEAD>"] = sh(["git", "rev-parse", "HEAD"], cwd=root, env=env).stdout.strip()
         digest["<git status>"] = sh(["git", "status", "--porcelain"], cwd=root, env=env).stdout
     return digest
+
+
+# A conflict left by `copier update` (git's merge markers at the start of a line).
+MARKER_RE = re.compile(rb"^(<<<<<<< |>>>>>>> )", re.MULTILINE)
+
+
+def git(repo: Path, *args: str) -> str:
+    result = sh(["git", *args], cwd=repo)
+    assert result.returncode == 0, show(result)
+    return result.stdout
+
+
+def release_repo(template_src: Path, repo: Path) -> Path:
+    """A git repository of the template at repo, nothing committed yet: the start of a tagged
+    release history (tag_release) that `copier copy --vcs-ref` and `copier update` read."""
+    shutil.copytree(template_src, repo)
+    git(repo, "init", "-q", "-b", "main")
+    return repo
+
+
+def tag_release(repo: Path, tag: str, message: str) -> Path:
+    """Commit everything in repo as a release and tag it."""
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    git(repo, "tag", tag)
+    return repo

@@ -13,7 +13,6 @@ A broken database healthcheck makes `up` fail. `pytest tests/test_compose_stacks
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -30,7 +29,14 @@ import yaml
 from conftest import ROOT, need, run
 from containers import Engine, derive, detect_engine, ensure_base_images
 from service_images import ensure_service_images
-from test_container import PYTHON, _free_port, build_args, env_secret, prepare_project
+from test_container import (
+    PYTHON,
+    _free_port,
+    assert_migrated_then_hardened,
+    build_args,
+    env_secret,
+    prepare_project,
+)
 
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container")]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -151,19 +157,9 @@ def stacks(docker: Engine, template_src: Path, tmp_path: Path) -> Iterator[Calla
 
 
 def _check_order_and_hardening(stack: Stack) -> None:
-    docker, app = stack.docker, stack.container("app")
-    migrate = stack.container("migrate")
-    assert docker.inspect(migrate, "{{.State.ExitCode}}") == "0"
-    finished = docker.inspect(migrate, "{{.State.FinishedAt}}")
-    started = docker.inspect(app, "{{.State.StartedAt}}")
-    assert finished <= started, f"the app started ({started}) before migrate finished ({finished})"
-    host = json.loads(docker.inspect(app, "{{json .HostConfig}}"))
-    assert host["ReadonlyRootfs"] is True
-    assert host["CapDrop"] == ["ALL"]
-    assert "no-new-privileges:true" in host["SecurityOpt"]
-    assert docker.run("exec", app, "id", "-u").stdout.strip() == str(stack.context["app_uid"])
-    caps = docker.run("exec", app, "grep", "^CapEff", "/proc/1/status").stdout.split()[-1]
-    assert int(caps, 16) == 0, f"the app's process holds capabilities {caps}"
+    assert_migrated_then_hardened(
+        stack.docker, stack.container("migrate"), stack.container("app"), stack.context["app_uid"]
+    )
 
 
 def _check_db_restart(stack: Stack) -> None:

@@ -759,6 +759,24 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
     raise AssertionError(f"{what} within {timeout}s")
 
 
+def assert_migrated_then_hardened(docker: Engine, migrate: str, app: str, uid: int) -> None:
+    """The compose promises for a running stack: migrate exited 0 before the app started, and the
+    app runs read-only with /tmp in memory, no capabilities (none held by its process either),
+    no-new-privileges and the image's non-root UID."""
+    assert docker.inspect(migrate, "{{.State.ExitCode}}") == "0"
+    finished = docker.inspect(migrate, "{{.State.FinishedAt}}")
+    started = docker.inspect(app, "{{.State.StartedAt}}")
+    assert finished <= started, f"the app started ({started}) before migrate finished ({finished})"
+    host = json.loads(docker.inspect(app, "{{json .HostConfig}}"))
+    assert host["ReadonlyRootfs"] is True
+    assert "/tmp" in host["Tmpfs"]
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert docker.run("exec", app, "id", "-u").stdout.strip() == str(uid)
+    caps = docker.run("exec", app, "grep", "^CapEff", "/proc/1/status").stdout.split()[-1]
+    assert int(caps, 16) == 0, f"the app's process holds capabilities {caps}"
+
+
 @CONTAINER
 @pytest.mark.container  # finds Docker itself rather than through the engine fixture
 def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_development(
@@ -794,17 +812,7 @@ def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_developmen
     try:
         compose(*production, "up", "-d", "--no-build")
         _until(ready, "the production-like stack did not answer ready")
-        migrate, app = f"{name}-migrate-1", f"{name}-app-1"
-        assert docker.inspect(migrate, "{{.State.ExitCode}}") == "0"
-        finished = docker.inspect(migrate, "{{.State.FinishedAt}}")
-        started = docker.inspect(app, "{{.State.StartedAt}}")
-        assert finished <= started, f"the app started ({started}) before migrate finished ({finished})"
-        host = json.loads(docker.inspect(app, "{{json .HostConfig}}"))
-        assert host["ReadonlyRootfs"] is True
-        assert host["CapDrop"] == ["ALL"]
-        assert "no-new-privileges:true" in host["SecurityOpt"]
-        assert "/tmp" in host["Tmpfs"]
-        assert docker.run("exec", app, "id", "-u").stdout.strip() == str(context["app_uid"])
+        assert_migrated_then_hardened(docker, f"{name}-migrate-1", f"{name}-app-1", context["app_uid"])
         created = httpx.post(url + "/items", json={"name": "kept across down and up"}, timeout=5)
         assert created.status_code == 201, created.text
 

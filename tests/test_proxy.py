@@ -15,7 +15,6 @@ with the environment compose gives it. Needs root (namespaces).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -23,7 +22,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import PROJECT_ENV, filled_env, need, run
-from containers import debootstrap, derive
+from containers import cached_root, derive
 from deploy_checks import compose_config, tool
 
 # The part every driver shares: names, the app under its own serve.py, HTTP(S) helpers.
@@ -287,19 +285,12 @@ def nginx_tls_root() -> Path:
     """A Debian root with nginx >= 1.25.1, built once per machine (about 35 s) and reused."""
     need(shutil.which("debootstrap") is not None, "debootstrap is not installed (apt-get install debootstrap)")
     _namespaces()
-    root = Path(tempfile.gettempdir()) / f"fd-nginx-{NGINX_TLS_RELEASE}-root"
-    with open(root.with_name(root.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel workers wait for the first one
-        done = root / ".fd-complete"
-        if not done.exists():
-            shutil.rmtree(root, ignore_errors=True)
-            debootstrap(NGINX_TLS_RELEASE, ["nginx"], root)
-            done.touch()
-        # Mount points: compose's mounts, the driver's folder and the namespace's hosts file.
-        for folder in ("fd", "etc/nginx/certs", "etc/nginx/conf.d", "var/www/certbot"):
-            (root / folder).mkdir(parents=True, exist_ok=True)
-        for file in ("etc/nginx/conf.d/default.conf", "etc/hosts"):
-            (root / file).touch()
+    root = cached_root("nginx", NGINX_TLS_RELEASE, ["nginx"], lambda root: None)
+    # Mount points: compose's mounts, the driver's folder and the namespace's hosts file.
+    for folder in ("fd", "etc/nginx/certs", "etc/nginx/conf.d", "var/www/certbot"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for file in ("etc/nginx/conf.d/default.conf", "etc/hosts"):
+        (root / file).touch()
     version = run(["chroot", str(root), "nginx", "-v"]).stderr
     found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version)
     assert found and tuple(map(int, found.groups())) >= (1, 25, 1), version

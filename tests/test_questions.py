@@ -107,11 +107,17 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
 def test_refused_answers_name_the_problem_and_write_nothing(
     answers: dict[str, Any], question: str, message: str, template_src: Path, tmp_path: Path
 ) -> None:
-    dest = tmp_path / "refused"
+    assert_refused(template_src, tmp_path / "refused", answers, question, message)
+
+
+def assert_refused(template_src: Path, dest: Path, answers: dict[str, Any], question: str, message: str) -> None:
+    """Rendering answers is refused with a message naming the question and the problem (never a
+    KeyError from derive()), and nothing is written at dest."""
     with pytest.raises(ValueError) as excinfo:
         render_template(template_src, dest, **answers)
     assert question in str(excinfo.value)
     assert message in str(excinfo.value)
+    assert "KeyError" not in repr(excinfo.value)
     assert not dest.exists(), "a refused answer must leave no directory behind"
 
 

@@ -188,11 +188,11 @@ def definition_problems(
 
     for node in definition["resources"]:
         if node["type"] == "database":
-            engine = {"Postgres": "postgres", "MySQL": "mysql", "Redis": "redis"}[node["name"]]
-            expect(f"{node['name']} engine", node["engine"], engine)
-            spec = redis if engine == "redis" else db
+            # derive()'s resource of that name (railway_database or railway_redis) says what it is.
+            spec = next(s for s in (db, redis) if s and s["name"] == node["name"])
+            expect(f"{node['name']} engine", node["engine"], spec["engine"])
             expect(f"{node['name']} image", node["image"], spec["image"])
-            version = values["redis_version"] if engine == "redis" else values["db_version"]
+            version = values["redis_version"] if spec is redis else values["db_version"]
             if not node["image"].endswith(f":{version}"):
                 problems.append(f"{env}: {node['name']} runs {node['image']}, not the {version} line compose runs")
         # No secret is ever a literal: a preserved value or a reference to one.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import stat
 import tomllib
 from pathlib import Path
@@ -20,7 +19,19 @@ from typing import Any
 import pytest
 import yaml
 from conftest import UV, render_template
-from tasks_support import NO_DB, copier, env_values, sh, show, task_env, tasks
+from tasks_support import (
+    MARKER_RE,
+    NO_DB,
+    copier,
+    env_values,
+    git,
+    release_repo,
+    sh,
+    show,
+    tag_release,
+    task_env,
+    tasks,
+)
 
 RELEASE_LABEL = 'LABEL org.opencontainers.image.version="0.2.0"'
 MIGRATIONS_DIR = "{% if has_db %}migrations{% endif %}"
@@ -30,7 +41,6 @@ MOVE_ENTRY = """  # 0.2.0 renamed migrations/versions: the user's revisions move
     command: ["{{ _copier_python }}", "{{ _copier_conf.src_path }}/tasks/run.py", "move",
               "migrations/versions", "migrations/revisions"]
 """
-MARKER_RE = re.compile(rb"^(<<<<<<< |>>>>>>> )", re.MULTILINE)
 # 0.2.0 adds a requirement at the end of what the template owns in each list of pyproject.toml,
 # the very place where an unsorted list gets the user's `uv add`: the hardest case for a merge.
 RELEASE_REQUIREMENTS = {"dependencies = [": '"anyio>=4.6"', "dev = [": '"pluggy>=1.5"'}
@@ -44,21 +54,11 @@ LOG_LEVEL_HELP = ("# DEBUG | INFO | WARNING | ERROR\n", "# DEBUG | INFO | WARNIN
 pytestmark = pytest.mark.xdist_group("update")
 
 
-def git(repo: Path, *args: str) -> str:
-    result = sh(["git", *args], cwd=repo)
-    assert result.returncode == 0, show(result)
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def template_repo(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git repository of the template, tagged 0.1.0 (as it is) and 0.2.0 (changed)."""
-    repo = tmp_path_factory.mktemp("releases") / "fastapi-deploy"
-    shutil.copytree(template_src, repo)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "Release 0.1.0")
-    git(repo, "tag", "0.1.0")
+    repo = release_repo(template_src, tmp_path_factory.mktemp("releases") / "fastapi-deploy")
+    tag_release(repo, "0.1.0", "Release 0.1.0")
 
     template = repo / "template"
     dockerfile = template / "Dockerfile.jinja"
@@ -89,10 +89,7 @@ def template_repo(template_src: Path, tmp_path_factory: pytest.TempPathFactory) 
     assert text.count("\n_migrations:\n") == 1
     copier_yml.write_text(text.replace("\n_migrations:\n", "\n_migrations:\n" + MOVE_ENTRY))
 
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "Release 0.2.0: version label, revisions folder")
-    git(repo, "tag", "0.2.0")
-    return repo
+    return tag_release(repo, "0.2.0", "Release 0.2.0: version label, revisions folder")
 
 
 def _add_template_requirements(text: str) -> str:

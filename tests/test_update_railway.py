@@ -11,43 +11,28 @@ edits to `railway.json` are shown, not silently dropped.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import render_template
-from tasks_support import copier, sh, show
+from tasks_support import MARKER_RE, copier, git, release_repo, sh, show, tag_release
 
 HERE = Path(__file__).resolve().parent
 RAILWAY_DIR = "{% if 'railway' in platforms %}.railway{% endif %}"
 LEGACY = "{% if 'railway' in platforms %}railway.json{% endif %}.jinja"
-MARKER_RE = re.compile(rb"^(<<<<<<< |>>>>>>> )", re.MULTILINE)
 pytestmark = pytest.mark.xdist_group("update-railway")
-
-
-def git(repo: Path, *args: str) -> str:
-    result = sh(["git", *args], cwd=repo)
-    assert result.returncode == 0, show(result)
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def releases(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("railway-releases") / "fastapi-deploy"
-    shutil.copytree(template_src, repo)
+    repo = release_repo(template_src, tmp_path_factory.mktemp("railway-releases") / "fastapi-deploy")
     shutil.rmtree(repo / "template" / RAILWAY_DIR)
     shutil.copy(HERE / "releases" / "railway.json.jinja", repo / "template" / LEGACY)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "Release 0.1.0: railway.json")
-    git(repo, "tag", "0.1.0")
+    tag_release(repo, "0.1.0", "Release 0.1.0: railway.json")
     (repo / "template" / LEGACY).unlink()
     shutil.copytree(template_src / "template" / RAILWAY_DIR, repo / "template" / RAILWAY_DIR)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "Release 0.2.0: .railway/railway.ts")
-    git(repo, "tag", "0.2.0")
-    return repo
+    return tag_release(repo, "0.2.0", "Release 0.2.0: .railway/railway.ts")
 
 
 def _generated_at_010(releases: Path, project: Path, edit: bool) -> None:
