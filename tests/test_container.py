@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -335,6 +336,42 @@ def test_beanstalk_leader_only_migration_runs_in_the_image(
 
 
 @CONTAINER
+def test_the_ci_smoke_step_starts_the_image_it_built(engine: Engine, built: Callable[[str], Built]) -> None:
+    """The generated GitHub CI's smoke step, as rendered, run against the image built from the same
+    project: the image runs as production, which refuses to start without a SECRET_KEY, so the step
+    must hand it one. Only what this machine does differently is changed: the engine's own flags
+    (host networking), a free port instead of the published one, and the test's image tag."""
+    box = built("defaults")
+    ci = yaml.safe_load((box.path / ".github/workflows/ci.yml").read_text())
+    [script] = [
+        step["run"]
+        for job in ci["jobs"].values()
+        for step in job.get("steps", [])
+        if "docker run" in step.get("run", "") and "health-check.sh" in step["run"]
+    ]
+    port, name = _free_port(), f"fd-smoke-{uuid.uuid4().hex[:10]}"
+    app_port, image = box.context["app_port"], f"{box.context['image_name']}:ci"
+    for old, new in {
+        f"-p {app_port}:{app_port}": f"-e PORT={port}",
+        f"127.0.0.1:{app_port}": f"127.0.0.1:{port}",
+        f" {image}": f" {box.tag}",
+        " smoke": f" {name}",
+    }.items():
+        assert old in script, f"the smoke step no longer holds {old!r}:\n{script}"
+        script = script.replace(old, new)
+    client = " ".join(shlex.quote(a) for a in engine.exe)
+    flags = " ".join(shlex.quote(a) for a in engine.run_flags)
+    prelude = f'docker() {{ if [ "$1" = run ]; then shift; {client} run {flags} "$@"; else {client} "$@"; fi; }}\n'
+    try:
+        result = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", prelude + script],
+            cwd=box.path, capture_output=True, text=True, timeout=120, env=engine.env(),
+        )  # fmt: skip
+        assert result.returncode == 0, f"the smoke step failed:\n{result.stdout[-4000:]}{result.stderr[-4000:]}"
+    finally:
+        engine.remove(name)
+
+
 def test_worker_and_redis_readiness_from_the_same_image(
     engine: Engine, built: Callable[[str], Built], containers: Callable[..., str], redis_url: str
 ) -> None:
