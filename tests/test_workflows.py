@@ -545,3 +545,22 @@ def test_renovate_keeps_actions_base_image_python_and_the_template_current(
     dockerfile = next(r for r in config["packageRules"] if r["matchManagers"] == ["dockerfile"])
     assert dockerfile["pinDigests"] is True, "the base image pinned by digest"
     assert (project / ".copier-answers.yml").exists(), "the copier manager reads the answers file"
+
+
+def test_renovate_updates_the_gitlab_supply_chain_tools(rendered: Callable[..., Path]) -> None:
+    """syft, grype and cosign are copied out of pinned release images in script lines, which
+    Renovate's gitlabci manager does not read (only image: and services:): a regex manager must
+    find each one, with derive()'s image and tag, and nothing else."""
+    project = rendered("gitlab", "railway-mysql")
+    config = json.loads((project / "renovate.json").read_text())
+    assert "custom.regex" in config["enabledManagers"], "enabledManagers must list the regex manager to run it"
+    [manager] = [m for m in config.get("customManagers", []) if m.get("customType") == "regex"]
+    assert manager["datasourceTemplate"] == "docker"
+    files = [p for p in manager["managerFilePatterns"] if p.startswith("/") and p.endswith("/")]
+    assert files and all(re.search(p[1:-1], ".gitlab-ci.yml") for p in files), manager["managerFilePatterns"]
+    text = (project / ".gitlab-ci.yml").read_text()
+    found = set()
+    for pattern in manager["matchStrings"]:  # RE2's (?<name>...) is Python's (?P<name>...)
+        for match in re.finditer(pattern.replace("(?<", "(?P<"), text):
+            found.add(f"{match['depName']}:{match['currentValue']}")
+    assert found == {image for image, _ in derived(project)["supply_chain_tools"].values()}
