@@ -317,6 +317,8 @@ def env_file_for(tmp_path: Path) -> Path:
     path.write_text(
         f"SECRET_KEY={secrets.token_urlsafe(48)}\nPOSTGRES_PASSWORD={password}\nMYSQL_PASSWORD={password}\n"
         f"MYSQL_ROOT_PASSWORD={password}\nTLS_CERTS_DIR={tmp_path}\nACME_EMAIL=ops@example.com\n"
+        # deploy/vm/compose.prod.yaml runs the release deploy/vm/deploy.sh names (by digest from CI).
+        f"IMAGE_REF=ghcr.io/acme/my-service@sha256:{'0' * 64}\n"
     )
     return path
 

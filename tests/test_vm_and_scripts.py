@@ -284,7 +284,7 @@ def test_vm_compose_override_is_valid_on_top_of_compose_yaml(
                 f"MYSQL_ROOT_PASSWORD={password}",
                 f"TLS_CERTS_DIR={tmp_path}",
                 "ACME_EMAIL=ops@example.com",
-                "IMAGE_TAG=release-7",
+                f"IMAGE_REF=ghcr.io/acme/my-service@sha256:{'7' * 64}",
             ]
         )
     )
@@ -293,7 +293,11 @@ def test_vm_compose_override_is_valid_on_top_of_compose_yaml(
     )
     services = yaml.safe_load(merged.stdout)["services"]
     app = services["app"]
-    assert app["image"] == f"{values['image_name']}:release-7"
+    release = f"ghcr.io/acme/my-service@sha256:{'7' * 64}"
+    assert app["image"] == release, "the VM runs the release's reference (IMAGE_REF), never a build"
+    for name in ("migrate", "worker"):
+        if name in services:
+            assert services[name]["image"] == release, name
     assert app["environment"]["ENVIRONMENT"] == "staging"
     assert str(values["app_port"]) in {str(p["target"]) for p in app["ports"]}
     for name, service in services.items():
@@ -311,16 +315,17 @@ exec bash -c "$*"
 """
 
 FAKE_DOCKER = r"""#!/usr/bin/env bash
-# docker stand-in: records every call; `compose up` makes IMAGE_TAG the running release.
+# docker stand-in: records every call; `compose up` makes IMAGE_REF's tag (or digest) the running release.
 set -euo pipefail
-echo "docker $* IMAGE=${IMAGE:-} IMAGE_TAG=${IMAGE_TAG:-}" >>"$FAKE_LOG"
+echo "docker $* IMAGE_REF=${IMAGE_REF:-}" >>"$FAKE_LOG"
 case "$1" in
     save) echo "image $2" ;;
+    push) echo "${2##*:}: digest: sha256:${FAKE_DIGEST:-} size: 1234" ;;
     load) cat >>"$FAKE_LOG" ;;
     compose)
         case " $* " in
             *" run --rm migrate "*) exit "${FAKE_MIGRATE_STATUS:-0}" ;;
-            *" up "*) printf '%s' "$IMAGE_TAG" >"$FAKE_RUNNING" ;;
+            *" up "*) printf '%s' "${IMAGE_REF##*:}" >"$FAKE_RUNNING" ;;
         esac
         ;;
 esac
@@ -388,7 +393,7 @@ def test_vm_deploy_ships_migrates_restarts_and_records_the_release(vm: dict[str,
     result = vm["deploy"]("v1")
     assert result.returncode == 0, result.stdout + result.stderr
     assert running(vm) == "v1"
-    assert (vm["vm_dir"] / ".release").read_text().strip() == "v1"
+    assert (vm["vm_dir"] / ".release").read_text().strip() == f"{vm['values']['image_name']}:v1"
     for shipped in ("compose.yaml", "deploy/vm/compose.prod.yaml", "scripts/health-check.sh"):
         assert (vm["vm_dir"] / shipped).is_file(), shipped
     log = vm["log"].read_text().splitlines()
@@ -397,7 +402,8 @@ def test_vm_deploy_ships_migrates_restarts_and_records_the_release(vm: dict[str,
     (build,) = [line for line in log if line.startswith("docker build ")]
     assert f"--platform {vm['values']['image_platform']} " in build
     calls = [line for line in log if line.startswith("docker compose")]
-    assert all("-f compose.yaml -f deploy/vm/compose.prod.yaml" in c and c.endswith("IMAGE_TAG=v1") for c in calls)
+    ref = f"IMAGE_REF={vm['values']['image_name']}:v1"
+    assert all("-f compose.yaml -f deploy/vm/compose.prod.yaml" in c and c.endswith(ref) for c in calls)
     migrate = next(i for i, c in enumerate(calls) if " run --rm migrate " in c)
     up = next(i for i, c in enumerate(calls) if " up " in c)
     assert migrate < up, "migrations run before the restart"
@@ -408,10 +414,10 @@ def test_vm_deploy_rolls_back_when_ready_never_comes(vm: dict[str, Any]) -> None
     assert vm["deploy"]("v1").returncode == 0
     result = vm["deploy"]("v2-broken")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "rolling back to v1" in result.stderr
+    assert f"rolling back to {vm['values']['image_name']}:v1." in result.stderr
     assert running(vm) == "v1", "the previous release runs again"
-    assert (vm["vm_dir"] / ".release").read_text().strip() == "v1"
-    rollback = [c for c in vm["log"].read_text().splitlines() if c.startswith("docker compose") and c.endswith("=v1")]
+    assert (vm["vm_dir"] / ".release").read_text().strip() == f"{vm['values']['image_name']}:v1"
+    rollback = [c for c in vm["log"].read_text().splitlines() if c.startswith("docker compose") and c.endswith(":v1")]
     assert "--no-deps app worker" in rollback[-1], "the rollback restarts only the app's processes"
 
 
@@ -421,7 +427,7 @@ def test_vm_deploy_stops_before_the_restart_when_migrations_fail(vm: dict[str, A
     result = vm["deploy"]("v3", FAKE_MIGRATE_STATUS="1")
     assert result.returncode != 0
     assert running(vm) == "v1"
-    assert not [c for c in vm["log"].read_text().splitlines() if " up " in c and c.endswith("=v3")]
+    assert not [c for c in vm["log"].read_text().splitlines() if " up " in c and c.endswith(":v3")]
 
 
 def test_vm_rollback_switches_to_the_previous_release(vm: dict[str, Any]) -> None:
@@ -497,15 +503,39 @@ def test_deploy_files_hold_no_secret(rendered: Callable[..., Path], ci: str) -> 
     assert not results, json.dumps(results, indent=1)
 
 
-def test_vm_deploy_through_a_registry_pushes_and_pulls_instead_of_copying(vm: dict[str, Any]) -> None:
-    vm["good_tags"].add("v7")
+def test_vm_deploy_through_a_registry_pushes_and_pulls_by_the_pushed_digest(vm: dict[str, Any]) -> None:
+    digest = "7" * 64
+    vm["good_tags"].add(digest)
     repository = "registry.example.com/acme/my-service"
-    result = vm["deploy"]("v7", IMAGE=repository)
+    result = vm["deploy"]("v7", IMAGE=repository, FAKE_DIGEST=digest)
     assert result.returncode == 0, result.stdout + result.stderr
     log = vm["log"].read_text().splitlines()
     assert any(line.startswith(f"docker push {repository}:v7") for line in log)
     assert not any(line.startswith("docker save") for line in log), "nothing is copied over ssh"
-    pull = [line for line in log if line.startswith("docker compose") and " pull " in line]
-    assert pull and pull[0].endswith(f"IMAGE={repository} IMAGE_TAG=v7")
+    ref = f"{repository}@sha256:{digest}"
+    assert any(line.startswith(f"docker pull --quiet {ref}") for line in log), "the VM pulls the pushed digest"
     up = [line for line in log if line.startswith("docker compose") and " up " in line]
-    assert up[-1].endswith(f"IMAGE={repository} IMAGE_TAG=v7"), "compose.yaml runs ${IMAGE}:${IMAGE_TAG}"
+    assert up[-1].endswith(f"IMAGE_REF={ref}"), "compose.prod.yaml runs ${IMAGE_REF}"
+    assert (vm["vm_dir"] / ".release").read_text().strip() == ref
+
+
+@pytest.mark.parametrize(
+    "ref", ["ghcr.io/acme/my-service:latest", "ghcr.io/acme/my-service@sha256:abc", "ghcr.io/Acme/x@sha256:" + "0" * 64]
+)
+def test_vm_deploy_refuses_an_image_ref_that_is_not_a_digest(vm: dict[str, Any], ref: str) -> None:
+    result = vm["deploy"]("v1", IMAGE_REF=ref)
+    assert result.returncode == 2 and "by digest" in result.stderr, result.stdout + result.stderr
+    assert not vm["log"].read_text(), "nothing was built, shipped or run"
+
+
+def test_vm_deploy_of_an_image_ref_builds_and_copies_nothing(vm: dict[str, Any]) -> None:
+    digest = "5" * 64
+    vm["good_tags"].add(digest)
+    ref = f"ghcr.io/acme/my-service@sha256:{digest}"
+    result = vm["deploy"]("ignored", IMAGE_REF=ref)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = vm["log"].read_text().splitlines()
+    assert not [line for line in log if line.split()[1] in ("build", "save", "push", "tag")], log
+    assert log[0].startswith(f"docker pull --quiet {ref}"), log
+    assert all(line.endswith(f"IMAGE_REF={ref}") for line in log if line.startswith("docker compose"))
+    assert (vm["vm_dir"] / ".release").read_text().strip() == ref

@@ -233,8 +233,10 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
         assert production["rules"][0]["when"] == "manual", "production waits for a person"
         if platform in ("aws_ecs", "aws_eb"):
             assert template["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com"
-        if platform == "kubernetes":
-            assert not re.search(r"SKIP_BUILD|IMAGE=", " ".join(template["script"])), "k8s deploys IMAGE_REF"
+        if platform in ("kubernetes", "vm"):
+            assert not re.search(r"SKIP_BUILD|IMAGE=|docker pull", " ".join(template["script"])), (
+                f"{platform} deploys IMAGE_REF, the digest build-image pushed"
+            )
 
 
 def _shellcheck_args(command: str) -> list[str]:
