@@ -8,8 +8,9 @@ updates all happen in the emulator. What moto cannot do is patched in tests/moto
 comment per shim). moto has no registry (no Docker Registry HTTP API), so the container engine is
 a recorder: `push` puts an image manifest into ECR through the API, and `buildx imagetools create`
 (the promotion of CI's image) puts the source's manifest, read from a stand-in for GHCR (a folder
-of manifests named by their sha256), with that digest, as the carbon copy does. Failure paths (a migration exiting non-zero, a
-rollback) stay on the recording CLI in test_platforms.py: moto reports every task as exit 0.
+of manifests named by their sha256), with that digest, as the carbon copy does. Failure paths (a
+migration exiting non-zero, a rollback) stay on the recording CLI in test_platforms.py: moto
+reports every task as exit 0.
 """
 
 from __future__ import annotations

@@ -667,7 +667,7 @@ def _deploy_aws(
         result = subprocess.run(
             [str(project / "deploy/aws/deploy.sh"), "staging"],
             cwd=project,
-            env={**env, "READY_DEADLINE": "3", **({"IMAGE_REF": image_ref} if image_ref else {})},
+            env={**env, "READY_DEADLINE": "3", **({"IMAGE_REF": image_ref} if image_ref is not None else {})},
             capture_output=True,
             text=True,
             timeout=60,
@@ -731,15 +731,16 @@ def test_aws_deploy_of_an_unchanged_digest_registers_and_rolls_out_nothing(aws_p
     second, again = _deploy_aws(aws_project, tmp_path / "second", image_ref=CI_IMAGE, **kept)
     assert second.returncode == 0, second.stderr
     assert "already in ECR: not copying" in second.stdout
-    assert not (tmp_path / "second/engine.log").exists() or "imagetools" not in (
-        tmp_path / "second/engine.log"
-    ).read_text()
+    assert (
+        not (tmp_path / "second/engine.log").exists()
+        or "imagetools" not in (tmp_path / "second/engine.log").read_text()
+    )
     for call in (("ecs", "register-task-definition"), ("ecs", "run-task"), ("ecs", "update-service")):
         assert _called(again, *call) == [], call
     assert again["running"] == state["running"]
     assert second.stdout.count("nothing to roll out") == 2, second.stdout
     # Another digest is a new release: copied, registered, migrated, rolled out.
-    other = CI_IMAGE[: -64] + "12" * 32
+    other = CI_IMAGE[:-64] + "12" * 32
     third, new = _deploy_aws(aws_project, tmp_path / "third", image_ref=other, **kept)
     assert third.returncode == 0, third.stderr
     assert len(_called(new, "ecs", "register-task-definition")) == 2 and len(_called(new, "ecs", "run-task")) == 1
@@ -748,7 +749,13 @@ def test_aws_deploy_of_an_unchanged_digest_registers_and_rolls_out_nothing(aws_p
 
 @pytest.mark.parametrize(
     "image_ref",
-    ["ghcr.io/acme/my-service:main", "ghcr.io/acme/my-service", "ghcr.io/acme/my-service@sha256:abc", "sha256:" + "ab" * 32],
+    [
+        "ghcr.io/acme/my-service:main",
+        "ghcr.io/acme/my-service",
+        "ghcr.io/acme/my-service@sha256:abc",
+        "sha256:" + "ab" * 32,
+        "",
+    ],
 )
 def test_aws_deploy_refuses_an_image_ref_that_is_not_a_digest(
     aws_project: Path, tmp_path: Path, image_ref: str
