@@ -199,7 +199,7 @@ PLATFORM_DIRS = {
 }
 
 IMAGE_PLATFORM = "linux/amd64"
-DEPLOYS_CI_IMAGE = ("digitalocean", "kubernetes")
+DEPLOYS_CI_IMAGE = ("digitalocean", "kubernetes", "aws_ecs", "aws_eb")
 DEPLOY_SECRETS = {
     "railway": ["RAILWAY_TOKEN"],
     "digitalocean": ["DIGITALOCEAN_ACCESS_TOKEN"],
