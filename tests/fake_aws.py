@@ -162,7 +162,11 @@ class Fake:
         self.state: dict[str, Any] = json.loads(state_file.read_text())
 
     def save(self) -> None:
-        self.file.write_text(json.dumps(self.state, indent=1))
+        # Atomic: `aws ecr get-login-password | docker login` runs both stand-ins at once, and the
+        # engine must never read a half-written file.
+        scratch = self.file.with_name(f"{self.file.name}.{os.getpid()}")
+        scratch.write_text(json.dumps(self.state, indent=1))
+        os.replace(scratch, self.file)
 
     # Responses, shaped like the services' output shapes, for the calls the scripts make.
     def respond(self, service: str, op: str, p: dict[str, Any]) -> Any:

@@ -599,14 +599,16 @@ with open(os.environ["FAKE_ENGINE_LOG"], "a") as log:
     log.write(" ".join(args) + "\n")
 if args[:1] == ["login"]:
     sys.stdin.read()
-state_file = Path(os.environ["FAKE_AWS_STATE"])
-state = json.loads(state_file.read_text())
-if args[:1] == ["push"]:
-    state["image_exists"] = True
-if args[:3] == ["buildx", "imagetools", "create"]:
-    digest = args[-1].rsplit("@", 1)[1]
-    state["ecr_digests"].append("sha256:" + "ef" * 32 if state.get("copy_changes_digest") else digest)
-state_file.write_text(json.dumps(state))
+# Only push and the copy touch the state: login runs at the same time as `aws ecr get-login-password`.
+if args[:1] == ["push"] or args[:3] == ["buildx", "imagetools", "create"]:
+    state_file = Path(os.environ["FAKE_AWS_STATE"])
+    state = json.loads(state_file.read_text())
+    if args[:1] == ["push"]:
+        state["image_exists"] = True
+    else:
+        digest = args[-1].rsplit("@", 1)[1]
+        state["ecr_digests"].append("sha256:" + "ef" * 32 if state.get("copy_changes_digest") else digest)
+    state_file.write_text(json.dumps(state))
 """
 
 
