@@ -207,7 +207,7 @@ PLATFORM_DIRS = {
 }
 
 IMAGE_PLATFORM = "linux/amd64"
-DEPLOYS_CI_IMAGE = ("digitalocean", "kubernetes", "vm")
+DEPLOYS_CI_IMAGE = ("digitalocean", "kubernetes", "vm", "aws_ecs", "aws_eb")
 DEPLOY_SECRETS = {
     "railway": ["RAILWAY_TOKEN"],
     "digitalocean": ["DIGITALOCEAN_ACCESS_TOKEN"],

@@ -11,7 +11,8 @@ validator skips). A bad call exits 252 with the reason, like the CLI's argument 
 is printed the way the CLI prints it, so the scripts' own queries are exercised too.
 
 The state (scenario, recorded calls, uploaded bundles) lives in the JSON file $FAKE_AWS_STATE.
-`python fake_aws.py engine ...` is the container engine's stand-in (records, marks pushes).
+`python fake_aws.py engine ...` is the container engine's stand-in (records, marks pushes, and
+copies an image into ECR for `buildx imagetools create`).
 """
 
 from __future__ import annotations
@@ -161,7 +162,11 @@ class Fake:
         self.state: dict[str, Any] = json.loads(state_file.read_text())
 
     def save(self) -> None:
-        self.file.write_text(json.dumps(self.state, indent=1))
+        # Atomic: `aws ecr get-login-password | docker login` runs both stand-ins at once, and the
+        # engine must never read a half-written file.
+        scratch = self.file.with_name(f"{self.file.name}.{os.getpid()}")
+        scratch.write_text(json.dumps(self.state, indent=1))
+        os.replace(scratch, self.file)
 
     # Responses, shaped like the services' output shapes, for the calls the scripts make.
     def respond(self, service: str, op: str, p: dict[str, Any]) -> Any:
@@ -183,6 +188,12 @@ class Fake:
             s["repository_exists"] = True
             return {"repository": {"repositoryName": p["repositoryName"]}}
         if service == "ecr" and op == "DescribeImages":
+            wanted = [i["imageDigest"] for i in p.get("imageIds", []) if "imageDigest" in i]
+            if wanted:  # by digest: the images copied in (ecr_digests)
+                found = [d for d in wanted if d in s.get("ecr_digests", [])]
+                if not found:
+                    raise ServiceError("ImageNotFoundException", op, "The image requested does not exist")
+                return {"imageDetails": [{"imageDigest": d} for d in found]}
             if not s.get("image_exists"):
                 raise ServiceError("ImageNotFoundException", op, "The image requested does not exist")
             tags = [i.get("imageTag") for i in p.get("imageIds", [])]
@@ -327,6 +338,9 @@ def engine(argv: list[str]) -> int:
         sys.stdin.read()
     if argv[:1] == ["push"]:
         fake.state["image_exists"] = True
+    if argv[:3] == ["buildx", "imagetools", "create"]:  # a carbon copy keeps the digest, unless told
+        digest = "sha256:" + "ef" * 32 if fake.state.get("copy_changes_digest") else argv[-1].rsplit("@", 1)[1]
+        fake.state.setdefault("ecr_digests", []).append(digest)
     fake.save()
     return 0
 

@@ -5,14 +5,19 @@ No AWS account is reachable from the test machines. moto's server (in this proce
 stack, the script's --query expressions run on real responses, and the stack update that creates
 the services, the ECR repository, the task definitions, the migration task and the service
 updates all happen in the emulator. What moto cannot do is patched in tests/moto_shims.py (one
-comment per shim). The container engine is a recorder whose `push` puts the image manifest into
-ECR through the API (there is no registry). Failure paths (a migration exiting non-zero, a
-rollback) stay on the recording CLI in test_platforms.py: moto reports every task as exit 0.
+comment per shim). moto has no registry (no Docker Registry HTTP API), so the container engine is
+a recorder: `push` puts an image manifest into ECR through the API, and `buildx imagetools create`
+(the promotion of CI's image) puts the source's manifest, read from a stand-in for GHCR (a folder
+of manifests named by their sha256), with that digest, as the carbon copy does. Failure paths (a
+migration exiting non-zero, a rollback) stay on the recording CLI in test_platforms.py: moto
+reports every task as exit 0.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +52,13 @@ with open(os.environ["ENGINE_LOG"], "a") as log:
     log.write(" ".join(args) + "\n")
 if args[:1] == ["login"]:
     sys.stdin.read()
+if args[:3] == ["buildx", "imagetools", "create"]:
+    repository, tag = args[-2].split("/", 1)[1].rsplit(":", 1)
+    digest = args[-1].rsplit("@", 1)[1]
+    with open(os.path.join(os.environ["GHCR"], digest), "rb") as source:
+        manifest = source.read().decode()
+    subprocess.run(["aws", "ecr", "put-image", "--repository-name", repository, "--image-tag", tag,
+                    "--image-manifest", manifest, "--image-digest", digest], check=True, stdout=subprocess.DEVNULL)
 if args[:1] == ["push"]:
     repository, tag = args[1].split("/", 1)[1].rsplit(":", 1)
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
@@ -101,6 +113,7 @@ def moto_env(ready_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "ENGINE_LOG": str(bin_dir / "engine.log"),
+        "GHCR": str(bin_dir),
         "READY_DEADLINE": "5",
     }
     try:
@@ -131,6 +144,26 @@ def _network(env: dict[str, str]) -> tuple[str, list[str]]:
     return vpc, subnets
 
 
+def _ghcr_image(env: dict[str, str]) -> str:
+    """CI's image in the GHCR stand-in: an OCI index whose digest is the sha256 of its bytes."""
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "size": 1234,
+                "digest": "sha256:" + "5" * 64,
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }
+        ],
+    }
+    body = json.dumps(index, separators=(",", ":")).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    (Path(env["GHCR"]) / digest).write_bytes(body)
+    return f"ghcr.io/acme/my-service@{digest}"
+
+
 def _deploy(project: Path, env: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(project / "deploy/aws/deploy.sh"), "staging"],
@@ -155,7 +188,6 @@ def test_aws_deploy_runs_end_to_end_against_moto(template_src: Path, tmp_path: P
     run(["git", "init", "-q"], cwd=project, env=dict(os.environ))
     run(["git", "add", "-A"], cwd=project, env=dict(os.environ))
     run([*git, "commit", "-q", "-m", "init"], cwd=project, env=dict(os.environ))
-    commit = run(["git", "rev-parse", "--short=12", "HEAD"], cwd=project, env=dict(os.environ)).stdout.strip()
 
     # The stack, from the generated template, with every parameter given (update-stack's
     # UsePreviousValue then has a value for each).
@@ -181,12 +213,26 @@ def test_aws_deploy_runs_end_to_end_against_moto(template_src: Path, tmp_path: P
     dsn = "https://key@sentry.example.com/1"
     aws(env, "ssm").put_parameter(Name="/my-service/staging/SENTRY_DSN", Type="SecureString", Value=dsn)
 
-    # First deploy: builds and pushes the commit, registers, migrates, creates the services.
-    first = _deploy(project, env)
-    assert first.returncode == 0, first.stdout + first.stderr
+    ecs, ecr = aws(env, "ecs"), aws(env, "ecr")
     registry = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{d['image_name']}"
-    engine = Path(env["ENGINE_LOG"]).read_text()
-    assert f"push {registry}:{commit}" in engine and "build --platform linux/amd64" in engine
+
+    # A tag is refused before any call: only a digest names one image for good.
+    tagged = _deploy(project, env, IMAGE_REF="ghcr.io/acme/my-service:main")
+    assert tagged.returncode == 2 and "IMAGE_REF" in tagged.stderr and "@sha256:" in tagged.stderr
+
+    # First deploy, CI's image: copied to ECR by digest (nothing built), registered by that digest,
+    # migrated, and the services created through the stack.
+    ci_image = _ghcr_image(env)
+    digest = ci_image.rsplit("@", 1)[1]
+    first = _deploy(project, env, IMAGE_REF=ci_image)
+    assert first.returncode == 0, first.stdout + first.stderr
+    engine = Path(env["ENGINE_LOG"]).read_text().splitlines()
+    assert [c for c in engine if "imagetools" in c] == [
+        f"buildx imagetools create --prefer-index=false --tag {registry}:sha256-{digest[7:]} {ci_image}"
+    ]
+    assert not [c for c in engine if c.startswith(("build ", "push "))], "nothing is rebuilt"
+    (copied,) = ecr.describe_images(repositoryName=d["image_name"], imageIds=[{"imageDigest": digest}])["imageDetails"]
+    assert copied["imageTags"] == [f"sha256-{digest[7:]}"]
     outputs = {
         o["OutputKey"]: o["OutputValue"]
         for o in aws(env, "cloudformation").describe_stacks(StackName="my-service-staging")["Stacks"][0]["Outputs"]
@@ -194,32 +240,37 @@ def test_aws_deploy_runs_end_to_end_against_moto(template_src: Path, tmp_path: P
     cluster = outputs["ClusterName"]
     web, worker = _service(env, cluster, outputs["ServiceName"]), _service(env, cluster, outputs["WorkerServiceName"])
     for service, family in ((web, "my-service-staging"), (worker, "my-service-staging-worker")):
-        task = aws(env, "ecs").describe_task_definition(taskDefinition=service["taskDefinition"])
-        assert task["taskDefinition"]["containerDefinitions"][0]["image"] == f"{registry}:{commit}"
+        task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])
+        assert task["taskDefinition"]["containerDefinitions"][0]["image"] == f"{registry}@{digest}"
         assert service["taskDefinition"].split("/")[-1].rsplit(":", 1)[0] == family, service["taskDefinition"]
-    (migration,) = aws(env, "ecs").list_tasks(cluster=cluster, startedBy="deploy-migrations")["taskArns"]
-    (task,) = aws(env, "ecs").describe_tasks(cluster=cluster, tasks=[migration])["tasks"]
+    (migration,) = ecs.list_tasks(cluster=cluster, startedBy="deploy-migrations")["taskArns"]
+    (task,) = ecs.describe_tasks(cluster=cluster, tasks=[migration])["tasks"]
     assert task["overrides"]["containerOverrides"][0]["command"] == d["migration_argv"]
     assert task["taskDefinitionArn"] == web["taskDefinition"]
-    assert "Migrations done." in first.stdout and f"Deployed {registry}:{commit} to staging" in first.stdout
+    assert "Migrations done." in first.stdout and f"Deployed {registry}@{digest} to staging" in first.stdout
 
-    # A new tag: pushed, registered as a new revision, and the existing services updated.
-    second = _deploy(project, env, IMAGE_TAG="release-2")
+    # The same digest again: nothing copied, registered, migrated or rolled out.
+    revisions = ecs.list_task_definitions(familyPrefix="my-service-staging")["taskDefinitionArns"]
+    second = _deploy(project, env, IMAGE_REF=ci_image)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert f"push {registry}:release-2" in Path(env["ENGINE_LOG"]).read_text()
-    web2 = _service(env, cluster, outputs["ServiceName"])
-    assert web2["taskDefinition"] != web["taskDefinition"]
-    task = aws(env, "ecs").describe_task_definition(taskDefinition=web2["taskDefinition"])
-    assert task["taskDefinition"]["containerDefinitions"][0]["image"] == f"{registry}:release-2"
-    assert "Creating the service" not in second.stdout
+    assert "already in ECR: not copying" in second.stdout
+    assert Path(env["ENGINE_LOG"]).read_text().count("imagetools") == 1
+    assert ecs.list_task_definitions(familyPrefix="my-service-staging")["taskDefinitionArns"] == revisions
+    assert len(ecs.list_tasks(cluster=cluster, startedBy="deploy-migrations")["taskArns"]) == 1
+    assert _service(env, cluster, outputs["ServiceName"])["taskDefinition"] == web["taskDefinition"]
+    assert second.stdout.count("nothing to roll out") == 2, second.stdout
 
-    # The same image again: found in ECR, not rebuilt or pushed, still deployed.
-    pushes = Path(env["ENGINE_LOG"]).read_text().count("\npush ")
+    # A laptop (no IMAGE_REF): the commit built and pushed, deployed by the digest ECR stored.
     third = _deploy(project, env, IMAGE_TAG="release-2")
     assert third.returncode == 0, third.stdout + third.stderr
-    assert "already in ECR: not rebuilding" in third.stdout
-    assert Path(env["ENGINE_LOG"]).read_text().count("\npush ") == pushes
+    assert f"push {registry}:release-2" in Path(env["ENGINE_LOG"]).read_text()
+    (pushed,) = ecr.describe_images(repositoryName=d["image_name"], imageIds=[{"imageTag": "release-2"}])[
+        "imageDetails"
+    ]
     web3 = _service(env, cluster, outputs["ServiceName"])
-    assert web3["taskDefinition"] != web2["taskDefinition"]
-    images = aws(env, "ecr").describe_images(repositoryName=d["image_name"])["imageDetails"]
-    assert sorted(t for i in images for t in i.get("imageTags", [])) == sorted([commit, "release-2"])
+    assert web3["taskDefinition"] != web["taskDefinition"]
+    task = ecs.describe_task_definition(taskDefinition=web3["taskDefinition"])
+    assert task["taskDefinition"]["containerDefinitions"][0]["image"] == f"{registry}@{pushed['imageDigest']}"
+    assert "Creating the service" not in third.stdout
+    images = ecr.describe_images(repositoryName=d["image_name"])["imageDetails"]
+    assert sorted(t for i in images for t in i.get("imageTags", [])) == sorted([f"sha256-{digest[7:]}", "release-2"])

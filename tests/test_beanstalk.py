@@ -14,6 +14,7 @@ Nothing here runs on AWS: docs/deploy/elastic-beanstalk.md of a generated projec
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -422,7 +423,10 @@ def eb_project(projects: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     return dest
 
 
-def _deploy(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def _deploy(
+    project: Path, tmp: Path, image_ref: str | None = None, **scenario: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """deploy/aws_eb/deploy.sh staging against tests/fake_aws.py; IMAGE_REF when image_ref is given."""
     d = _derived(ROWS[0])
     state = {
         "outputs": {
@@ -435,6 +439,9 @@ def _deploy(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.Compl
     }
     state_file = tmp / "state.json"
     env = {**os.environ, **fake_aws.install(tmp / "bin", state, state_file), "POLL_SECONDS": "0"}
+    env.pop("IMAGE_REF", None)
+    if image_ref is not None:
+        env["IMAGE_REF"] = image_ref
     result = subprocess.run(
         [str(project / "deploy/aws_eb/deploy.sh"), "staging"],
         cwd=project,
@@ -454,6 +461,76 @@ def _arg(call: list[str], name: str) -> str:
     return call[call.index(name) + 1]
 
 
+CI_IMAGE = f"ghcr.io/acme/my-service@{fake_aws.DIGEST}"
+ECR_IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service@{fake_aws.DIGEST}"
+
+
+def _label(project: Path, tmp: Path) -> str:
+    """The version label the documented rule gives: 12 hex digits of the image digest, then 12 of
+    the sha256 of the bundle's `sha256sum` listing (its files by path, in C order)."""
+    bundle = tmp / "expected-bundle"
+    assert _bundle(project, "staging", bundle, ECR_IMAGE).returncode == 0
+    files = sorted(f"./{f.relative_to(bundle)}" for f in bundle.rglob("*") if f.is_file())
+    listing = "".join(f"{hashlib.sha256((bundle / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
+    return f"{fake_aws.DIGEST[7:19]}-{hashlib.sha256(listing.encode()).hexdigest()[:12]}"
+
+
+def test_deploy_promotes_the_ci_image_to_ecr_by_digest(eb_project: Path, tmp_path: Path) -> None:
+    """IMAGE_REF: CI's image is copied to ECR with its digest (nothing built) and the version's
+    compose file and migration name that digest in ECR."""
+    result, state = _deploy(eb_project, tmp_path, image_ref=CI_IMAGE)
+    assert result.returncode == 0, result.stderr
+    assert state.get("refused", []) == [], "every call passed botocore's model"
+    ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service"
+    copy = ["buildx", "imagetools", "create", "--prefer-index=false", "--tag", f"{ecr}:sha256-{'ab' * 32}", CI_IMAGE]
+    assert copy in state["engine"] and not [c for c in state["engine"] if c[:1] in (["build"], ["push"])]
+    label = _label(eb_project, tmp_path)
+    (create,) = _called(state, "elasticbeanstalk", "create-application-version")
+    assert _arg(create, "--version-label") == label and _arg(create, "--description") == ECR_IMAGE
+    bucket, key = re.fullmatch(r"S3Bucket=(.+),S3Key=(.+)", _arg(create, "--source-bundle")).groups()
+    with zipfile.ZipFile(Path(state["uploads"]) / bucket / key) as bundle:
+        compose = yaml.safe_load(bundle.read("docker-compose.yml"))
+    assert {s["image"] for s in compose["services"].values()} == {ECR_IMAGE}
+    (update,) = _called(state, "elasticbeanstalk", "update-environment")
+    assert _arg(update, "--version-label") == label
+
+
+def test_deploy_of_an_unchanged_digest_deploys_nothing(eb_project: Path, tmp_path: Path) -> None:
+    """The environment runs the version of this digest and these files already: no copy, no new
+    version, no update-environment (which would redeploy the same version to every instance)."""
+    label = _label(eb_project, tmp_path)
+    versions = {label: {"ApplicationName": "my-service-staging", "VersionLabel": label, "Status": "PROCESSED"}}
+    environment = {"Status": "Ready", "Health": "Green", "VersionLabel": label}
+    result, state = _deploy(
+        eb_project,
+        tmp_path,
+        image_ref=CI_IMAGE,
+        ecr_digests=[fake_aws.DIGEST],
+        versions=versions,
+        environment=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "engine" not in state, "nothing copied or built"
+    assert "nothing to deploy" in result.stdout
+    for call in (("elasticbeanstalk", "create-application-version"), ("elasticbeanstalk", "update-environment")):
+        assert _called(state, *call) == [], call
+    assert _called(state, "s3api", "put-object") == []
+
+
+@pytest.mark.parametrize("image_ref", ["ghcr.io/acme/my-service:main", "ghcr.io/acme/my-service", ""])
+def test_deploy_refuses_an_image_ref_that_is_not_a_digest(eb_project: Path, tmp_path: Path, image_ref: str) -> None:
+    result, state = _deploy(eb_project, tmp_path, image_ref=image_ref)
+    assert result.returncode == 2, result.stderr
+    assert "IMAGE_REF" in result.stderr and "@sha256:" in result.stderr and f"'{image_ref}'" in result.stderr
+    assert state["calls"] == [], "refused before any AWS call"
+
+
+def test_deploy_stops_when_the_copy_changes_the_digest(eb_project: Path, tmp_path: Path) -> None:
+    result, state = _deploy(eb_project, tmp_path, image_ref=CI_IMAGE, copy_changes_digest=True)
+    assert result.returncode == 1 and "nothing was deployed" in result.stderr, result.stderr
+    assert _called(state, "elasticbeanstalk", "create-application-version") == []
+
+
 def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_path: Path) -> None:
     d = _derived(ROWS[0])
     result, state = _deploy(eb_project, tmp_path, image_exists=False)
@@ -465,7 +542,8 @@ def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_p
         c[:3] == ["build", "--platform", "linux/amd64"] for c in state["engine"]
     )
     (create,) = _called(state, "elasticbeanstalk", "create-application-version")
-    assert "--process" in create and _arg(create, "--version-label") == commit
+    label = _label(eb_project, tmp_path)
+    assert "--process" in create and _arg(create, "--version-label") == label
     bucket, key = re.fullmatch(r"S3Bucket=(.+),S3Key=(.+)", _arg(create, "--source-bundle")).groups()
     with zipfile.ZipFile(Path(state["uploads"]) / bucket / key) as bundle:
         names = set(bundle.namelist())
@@ -476,7 +554,7 @@ def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_p
     assert {s["image"] for s in compose["services"].values()} == {pinned}
     assert f"image='{pinned}'" in migration
     (update,) = _called(state, "elasticbeanstalk", "update-environment")
-    assert _arg(update, "--version-label") == commit
+    assert _arg(update, "--version-label") == label
     assert _arg(update, "--environment-name") == d["eb_environment_names"]["staging"]
     order = [" ".join(c[:2]) for c in state["calls"]]
     assert order.index("elasticbeanstalk create-application-version") < order.index(
@@ -486,8 +564,8 @@ def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_p
 
 
 def test_deploy_reuses_the_image_and_the_version_of_a_commit(eb_project: Path, tmp_path: Path) -> None:
-    commit = run(["git", "rev-parse", "--short=12", "HEAD"], cwd=eb_project, env=dict(os.environ)).stdout.strip()
-    versions = {commit: {"ApplicationName": "my-service-staging", "VersionLabel": commit, "Status": "PROCESSED"}}
+    label = _label(eb_project, tmp_path)
+    versions = {label: {"ApplicationName": "my-service-staging", "VersionLabel": label, "Status": "PROCESSED"}}
     result, state = _deploy(eb_project, tmp_path, image_exists=True, versions=versions)
     assert result.returncode == 0, result.stderr
     assert "engine" not in state, "an image already in ECR is not rebuilt"

@@ -315,7 +315,7 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
                 assert container["command"] == d["worker_argv"]
                 assert "portMappings" not in container and "healthCheck" not in container
     # The one-off migration task runs the new task definition with migration_argv as its command.
-    overrides = re.search(r"^overrides='(.*)'$", script, re.MULTILINE)
+    overrides = re.search(r"^\s*overrides='(.*)'$", script, re.MULTILINE)
     if d["has_db"]:
         assert overrides, "deploy.sh has no migration task"
         assert json.loads(overrides.group(1)) == {
@@ -506,6 +506,7 @@ FAKE_AWS = r"""#!PYTHON
 import json, os, re, sys
 from pathlib import Path
 
+PUSHED = "sha256:" + "cd" * 32  # what ECR stores for a pushed tag
 state_file = Path(os.environ["FAKE_AWS_STATE"])
 state = json.loads(state_file.read_text())
 args = sys.argv[1:]
@@ -545,34 +546,69 @@ if cmd == "ssm get-parameters":  # names that exist; absent ones are InvalidPara
     names = args[args.index("--names") + 1 :]
     names = names[: next((i for i, n in enumerate(names) if n.startswith("--")), len(names))]
     out("\t".join(n for n in names if n in state.get("ssm_parameters", names)))
-if cmd == "ecr describe-images":
-    sys.exit(0 if state["image_exists"] else 254)
+if cmd == "ecr describe-images":  # by tag: the pushed commit; by digest: what was copied in
+    ids = arg("--image-ids")
+    if ids.startswith("imageDigest="):
+        found = ids.removeprefix("imageDigest=") in state["ecr_digests"]
+    else:
+        found = state["image_exists"]
+    if not found:
+        print("An error occurred (ImageNotFoundException)", file=sys.stderr)
+        sys.exit(254)
+    out(PUSHED if "imageDigest" in query else "")
 if cmd == "ecr get-login-password":
     out("token")
 if cmd == "ecs register-task-definition":
     task = json.loads(Path(arg("--cli-input-json").removeprefix("file://")).read_text())
     state["registered"].append(task)
     family = task["family"]
-    arn = f"arn:aws:ecs:us-east-1:123456789012:task-definition/{family}:{len(state['registered'])}"
+    arn = f"arn:aws:ecs:us-east-1:123456789012:task-definition/{family}:{len(state['tags']) + 1}"
     state["arns"]["worker" if family.endswith("-worker") else "web"] = arn
+    tags = dict(p.split("=", 1) for p in arg("--tags").split(",") if "=" in p)
+    state["tags"][arn] = tags.get("value", "None") if tags.get("key") == "rendered-sha256" else "None"
     out(arn)
+if cmd == "ecs describe-task-definition":  # the rendered-sha256 tag of a revision
+    out(state["tags"].get(arg("--task-definition"), "None"))
+if cmd == "ecs update-service":
+    state["running"]["web" if arg("--service") == "web-svc" else "worker"] = arg("--task-definition")
 if cmd == "ecs run-task":
     out("arn:aws:ecs:us-east-1:123456789012:task/cluster/migrate1")
 if cmd == "ecs describe-tasks":
     out(state["migration_exit"] if "exitCode" in query else "Essential container in task exited")
 if cmd == "cloudformation update-stack":  # a TaskDefinitionArn parameter creates its service
-    state["services"] += re.findall(r"ParameterKey=(\w+),ParameterValue=", " ".join(args))
+    for key, value in re.findall(r"ParameterKey=(\w+),ParameterValue=(\S+)", " ".join(args)):
+        state["services"].append(key)
+        state["running"]["worker" if key.startswith("Worker") else "web"] = value
 if cmd == "ecs describe-services":
     component = "web" if arg("--services") == "web-svc" else "worker"
-    arn = state["arns"][component]
+    arn = state["running"].get(component, "arn:aws:ecs:us-east-1:123456789012:task-definition/old:1")
     if state["rolled_back"]:
         arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/old:1"
-    out(f"{arn}\tCOMPLETED")
+    out(arn if query == "services[0].taskDefinition" else f"{arn}\tCOMPLETED")
 out()
 """
-FAKE_ENGINE = """#!/usr/bin/env bash
-echo "$*" >>"$FAKE_ENGINE_LOG"
-cat >/dev/null  # login reads the password from stdin
+PUSHED = "sha256:" + "cd" * 32  # the digest ECR reports for the image a local build pushed
+# The container engine records its calls; `buildx imagetools create` copies the source digest into
+# ECR (or, with copy_changes_digest, another one, as a copy that rewrote the manifest would).
+FAKE_ENGINE = r"""#!PYTHON
+import json, os, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+with open(os.environ["FAKE_ENGINE_LOG"], "a") as log:
+    log.write(" ".join(args) + "\n")
+if args[:1] == ["login"]:
+    sys.stdin.read()
+# Only push and the copy touch the state: login runs at the same time as `aws ecr get-login-password`.
+if args[:1] == ["push"] or args[:3] == ["buildx", "imagetools", "create"]:
+    state_file = Path(os.environ["FAKE_AWS_STATE"])
+    state = json.loads(state_file.read_text())
+    if args[:1] == ["push"]:
+        state["image_exists"] = True
+    else:
+        digest = args[-1].rsplit("@", 1)[1]
+        state["ecr_digests"].append("sha256:" + "ef" * 32 if state.get("copy_changes_digest") else digest)
+    state_file.write_text(json.dumps(state))
 """
 
 
@@ -590,15 +626,19 @@ def aws_project(projects: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return dest
 
 
-def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def _deploy_aws(
+    project: Path, tmp: Path, image_ref: str | None = None, **scenario: Any
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """deploy/aws/deploy.sh staging against the recording CLI; IMAGE_REF when image_ref is given."""
     bin_dir = tmp / "bin"
-    bin_dir.mkdir(exist_ok=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "aws").write_text(FAKE_AWS.replace("PYTHON", sys.executable, 1))
-    (bin_dir / "docker").write_text(FAKE_ENGINE)
+    (bin_dir / "docker").write_text(FAKE_ENGINE.replace("PYTHON", sys.executable, 1))
     for tool in ("aws", "docker"):
         (bin_dir / tool).chmod(0o755)
     state_file = tmp / "state.json"
     state = {"calls": [], "registered": [], "arns": {}, "image_exists": False, "stack_exists": True}
+    state |= {"ecr_digests": [], "tags": {}, "running": {}}
     state["services"] = ["TaskDefinitionArn", "WorkerTaskDefinitionArn"]
     state |= {"migration_exit": "0", "rolled_back": False, **scenario}
     # The load balancer: answers the ready path 200, or 503 with ready=False (a new release that
@@ -624,11 +664,12 @@ def _deploy_aws(project: Path, tmp: Path, **scenario: Any) -> tuple[subprocess.C
         "FAKE_AWS_STATE": str(state_file),
         "FAKE_ENGINE_LOG": str(tmp / "engine.log"),
     }
+    env.pop("IMAGE_REF", None)
     try:
         result = subprocess.run(
             [str(project / "deploy/aws/deploy.sh"), "staging"],
             cwd=project,
-            env={**env, "READY_DEADLINE": "3"},
+            env={**env, "READY_DEADLINE": "3", **({"IMAGE_REF": image_ref} if image_ref is not None else {})},
             capture_output=True,
             text=True,
             timeout=60,
@@ -647,9 +688,11 @@ def test_aws_deploy_builds_registers_migrates_then_updates(aws_project: Path, tm
     result, state = _deploy_aws(aws_project, tmp_path)
     assert result.returncode == 0, result.stderr
     commit = run(["git", "rev-parse", "--short=12", "HEAD"], cwd=aws_project, env=dict(os.environ)).stdout.strip()
-    image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service:{commit}"
+    tagged = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service:{commit}"
     engine = (tmp_path / "engine.log").read_text()
-    assert f"push {image}" in engine and "build --platform linux/amd64" in engine
+    assert f"push {tagged}" in engine and "build --platform linux/amd64" in engine
+    # The task definitions name what the push stored, by digest, not the tag.
+    image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service@{PUSHED}"
     assert [t["containerDefinitions"][0]["image"] for t in state["registered"]] == [image, image]
     (run_task,) = _called(state, "ecs", "run-task")
     overrides = json.loads(run_task[run_task.index("--overrides") + 1])
@@ -660,6 +703,75 @@ def test_aws_deploy_builds_registers_migrates_then_updates(aws_project: Path, tm
     updates = _called(state, "ecs", "update-service")
     assert [u[u.index("--task-definition") + 1] for u in updates] == [state["arns"]["web"], state["arns"]["worker"]]
     assert len(_called(state, "ecs", "wait", "services-stable")) == 2
+
+
+CI_IMAGE = "ghcr.io/acme/my-service@sha256:" + "ab" * 32
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service"
+
+
+def test_aws_deploy_promotes_the_ci_image_to_ecr_by_digest(aws_project: Path, tmp_path: Path) -> None:
+    """IMAGE_REF: the image CI built is copied to ECR as it is (same digest) and deployed by that
+    digest; nothing is built or pushed."""
+    result, state = _deploy_aws(aws_project, tmp_path, image_ref=CI_IMAGE)
+    assert result.returncode == 0, result.stderr
+    digest = CI_IMAGE.rsplit("@", 1)[1]
+    engine = (tmp_path / "engine.log").read_text().splitlines()
+    copy = f"buildx imagetools create --prefer-index=false --tag {ECR}:sha256-{'ab' * 32} {CI_IMAGE}"
+    assert copy in engine and not [c for c in engine if c.startswith(("build ", "push "))], engine
+    assert state["ecr_digests"] == [digest]
+    assert [t["containerDefinitions"][0]["image"] for t in state["registered"]] == [f"{ECR}@{digest}"] * 2
+    assert len(_called(state, "ecs", "run-task")) == 1 and len(_called(state, "ecs", "update-service")) == 2
+    assert f"Deployed {ECR}@{digest} to staging" in result.stdout
+
+
+def test_aws_deploy_of_an_unchanged_digest_registers_and_rolls_out_nothing(aws_project: Path, tmp_path: Path) -> None:
+    """The same IMAGE_REF again: the image is in ECR, each service runs a revision rendered the same
+    way (its rendered-sha256 tag), so nothing is copied, registered, migrated or updated."""
+    first, state = _deploy_aws(aws_project, tmp_path / "first", image_ref=CI_IMAGE)
+    assert first.returncode == 0, first.stderr
+    kept = {k: state[k] for k in ("ecr_digests", "tags", "running", "arns")}
+    second, again = _deploy_aws(aws_project, tmp_path / "second", image_ref=CI_IMAGE, **kept)
+    assert second.returncode == 0, second.stderr
+    assert "already in ECR: not copying" in second.stdout
+    assert (
+        not (tmp_path / "second/engine.log").exists()
+        or "imagetools" not in (tmp_path / "second/engine.log").read_text()
+    )
+    for call in (("ecs", "register-task-definition"), ("ecs", "run-task"), ("ecs", "update-service")):
+        assert _called(again, *call) == [], call
+    assert again["running"] == state["running"]
+    assert second.stdout.count("nothing to roll out") == 2, second.stdout
+    # Another digest is a new release: copied, registered, migrated, rolled out.
+    other = CI_IMAGE[:-64] + "12" * 32
+    third, new = _deploy_aws(aws_project, tmp_path / "third", image_ref=other, **kept)
+    assert third.returncode == 0, third.stderr
+    assert len(_called(new, "ecs", "register-task-definition")) == 2 and len(_called(new, "ecs", "run-task")) == 1
+    assert new["running"]["web"] != state["running"]["web"]
+
+
+@pytest.mark.parametrize(
+    "image_ref",
+    [
+        "ghcr.io/acme/my-service:main",
+        "ghcr.io/acme/my-service",
+        "ghcr.io/acme/my-service@sha256:abc",
+        "sha256:" + "ab" * 32,
+        "",
+    ],
+)
+def test_aws_deploy_refuses_an_image_ref_that_is_not_a_digest(
+    aws_project: Path, tmp_path: Path, image_ref: str
+) -> None:
+    result, state = _deploy_aws(aws_project, tmp_path, image_ref=image_ref)
+    assert result.returncode == 2, result.stderr
+    assert "IMAGE_REF" in result.stderr and "@sha256:" in result.stderr and image_ref in result.stderr
+    assert state["calls"] == [], "refused before any AWS call"
+
+
+def test_aws_deploy_stops_when_the_copy_changes_the_digest(aws_project: Path, tmp_path: Path) -> None:
+    result, state = _deploy_aws(aws_project, tmp_path, image_ref=CI_IMAGE, copy_changes_digest=True)
+    assert result.returncode == 1 and "nothing was deployed" in result.stderr, result.stderr
+    assert _called(state, "ecs", "register-task-definition") == []
 
 
 def test_aws_deploy_stops_when_the_migration_fails(aws_project: Path, tmp_path: Path) -> None:

@@ -106,6 +106,42 @@ def test_tsc_refuses_misspelled_and_excess_properties(
         assert found and all(code in line for line in found), f"{name}: tsc said {found}, wanted {code}"
 
 
+def test_railway_builds_the_dockerfile_for_the_reason_its_docs_give(
+    railway_sdk: Path, rendered: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 13: the other platforms deploy CI's image by digest; Railway builds the Dockerfile.
+    docs/deploy/railway.md says why, from the pinned SDK's types: the file can name an image
+    source, but a private registry's credentials are plain strings of the graph, which preserve()
+    (what keeps SECRET_KEY out of the file) cannot stand for. tsc checks both claims here, so an SDK
+    that can keep them turns this red and the choice gets revisited."""
+    project = rendered[f"set{len(ANSWER_SETS) - len(EXTRA)}"]  # the defaults
+    source = (project / TS_PATH).read_text()
+    assert 'const BUILD = { builder: "DOCKERFILE", dockerfilePath: "Dockerfile" } as const;' in source
+    assert "image(" not in source, "no service takes an image source"
+    old, imports = "    build: BUILD,\n", "import { "
+
+    assert source.count(old) == 1 and source.count(imports) == 1
+    image_ref = "ghcr.io/acme/my-service@sha256:" + "ab" * 32
+
+    def with_image(password: str) -> str:
+        """The web service with CI's image as its source and the registry's credentials."""
+        text = source.replace(imports, "import { image, ").replace(old, old + f'    source: image("{image_ref}"),\n')
+        credentials = f'      registryCredentials: {{ username: "acme", password: {password} }},\n'
+        return text.replace("    deploy: {\n", "    deploy: {\n" + credentials, 1)
+
+    errors = typecheck(
+        {"literal": with_image('"a-classic-token"'), "preserved": with_image("preserve()")},
+        tmp_path,
+        compiler_options(project),
+    )
+    assert errors["literal"] == [], "the SDK can name CI's image and plain credentials"
+    assert errors["preserved"] and all("TS2322" in e for e in errors["preserved"]), errors["preserved"]
+    page = (project / "docs/deploy/railway.md").read_text()
+    section = page.split("## Why Railway builds the image itself", 1)[1].split("\n## ", 1)[0]
+    for claim in ("registryCredentials", "preserve()", "Pro plan", "personal access token (classic)", "IMAGE_REF"):
+        assert claim in section, claim
+
+
 def _variables(service: dict[str, Any]) -> dict[str, Any]:
     return service.get("variables", {})
 
