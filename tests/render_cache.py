@@ -106,7 +106,8 @@ def _environment_signature(env: Any) -> tuple[Any, ...]:
         repr(env.autoescape),
         repr(env.finalize),
         env.undefined,
-        tuple(sorted((k, type(e)) for k, e in env.extensions.items())),
+        # By name: copier-template-extensions loads the template's own classes anew per render.
+        tuple(sorted((k, type(e).__module__, type(e).__qualname__) for k, e in env.extensions.items())),
         named(env.filters),  # the optimizer folds filters of constants at compile time
         named(env.tests),
     )
