@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["render.py", "tasks.py", "container.py", "request_cost.py", "body_limit.py"]
+BENCHMARKS = ["render.py", "tasks.py", "container.py", "request_cost.py", "body_limit.py", "test_fast.py"]
 
 
 def main() -> int:

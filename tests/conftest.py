@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import render_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 # The template's own tools (ruff, hadolint, shellcheck, actionlint, ...) live beside this Python;
@@ -54,6 +55,7 @@ PROJECT_ENV = {
 PROJECT_ENV.pop("VIRTUAL_ENV")
 
 _HOST_PYTHON_PROBLEMS: dict[str, str] = {}
+render_cache.memoize_jinja_compile()  # every render in this process, also a test's own run_copy
 
 
 def _on_path(version: str) -> bool:
@@ -203,31 +205,66 @@ def run(
     return result
 
 
+def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this session shares: the controller's basetemp
+    (each worker's own is <that>/gwN), or without xdist the session's own basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+# The session's snapshot and the folder of its pristine renders (tests/render_cache.py).
+_RENDER_CACHE: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def template_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A plain copy of the working tree, so renders use uncommitted changes and no git tag."""
-    dest = tmp_path_factory.mktemp("template") / "fastapi-deploy"
-    shutil.copytree(ROOT, dest, ignore=SNAPSHOT_IGNORE)
+    """A plain copy of the working tree, so renders use uncommitted changes and no git tag.
+
+    One copy per session, shared by the xdist workers (so the renders they share record one
+    `_src_path`); treat it as read-only."""
+    import yaml
+
+    shared = session_tmp(tmp_path_factory)
+    dest = shared / "template" / "fastapi-deploy"
+    with render_cache.locked(shared / "template.lock"):
+        if not (shared / "template" / "complete").is_file():
+            shutil.rmtree(dest.parent, ignore_errors=True)
+            shutil.copytree(ROOT, dest, ignore=SNAPSHOT_IGNORE)
+            (dest.parent / "complete").touch()
+    (shared / "renders").mkdir(exist_ok=True)
+    render_cache.STATIC_DEFAULTS.update(render_cache.static_defaults(yaml.safe_load((dest / "copier.yml").read_text())))
+    _RENDER_CACHE.update(src=dest, dir=shared / "renders")
     return dest
 
 
 def render_template(src: Path, dest: Path, *, tasks: bool = False, **answers: Any) -> Path:
+    """Render the template into dest, a folder of the caller's own to read or change.
+
+    Without tasks, from the session's snapshot into a new or empty dest, Copier renders each
+    answer set once per session and later calls get a copy (tests/render_cache.py); a refused
+    answer set is refused by Copier on every call, into the caller's own dest."""
     from copier import run_copy
 
     if tasks:  # the lock task resolves for the project's Python
         problem = host_python(answers.get("python_version") or default_python())
         need(problem is None, problem or "")
 
-    run_copy(
-        str(src),
-        str(dest),
-        data=answers,
-        defaults=True,
-        unsafe=True,
-        skip_tasks=not tasks,
-        quiet=True,
-    )
-    return dest
+    def _render() -> None:
+        run_copy(
+            str(src),
+            str(dest),
+            data=answers,
+            defaults=True,
+            unsafe=True,
+            skip_tasks=not tasks,
+            quiet=True,
+        )
+
+    fresh = not dest.exists() or (dest.is_dir() and not any(dest.iterdir()))
+    if tasks or not fresh or _RENDER_CACHE.get("src") != src:
+        _render()
+        return dest
+    return render_cache.cached_render(_RENDER_CACHE["dir"], answers, dest, _render)
 
 
 @pytest.fixture
