@@ -349,9 +349,10 @@ def install(bin_dir: Path, state: dict[str, Any], state_file: Path) -> dict[str,
     """Write `aws` and `docker` stand-ins into bin_dir; returns the environment to run with."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     here = Path(__file__).resolve()
+    server = here.with_name("forkserver.py")  # botocore imported once, not on every call
     for tool, mode in (("aws", ""), ("docker", " engine")):
         path = bin_dir / tool
-        path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{here}"{mode} "$@"\n')
+        path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{server}" "{here}"{mode} "$@"\n')
         path.chmod(0o755)
     uploads = state_file.parent / "uploads"
     shutil.rmtree(uploads, ignore_errors=True)
@@ -359,7 +360,11 @@ def install(bin_dir: Path, state: dict[str, Any], state_file: Path) -> dict[str,
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_AWS_STATE": str(state_file)}
 
 
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["engine"]:
+        return engine(argv[1:])
+    return Fake(Path(os.environ["FAKE_AWS_STATE"])).run(argv)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["engine"]:
-        sys.exit(engine(sys.argv[2:]))
-    sys.exit(Fake(Path(os.environ["FAKE_AWS_STATE"])).run(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))
