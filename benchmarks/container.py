@@ -38,6 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from containers import ENGINE_NAMES, Engine, base_image, derive, detect_engine, ensure_base_images  # noqa: E402
 
@@ -365,6 +366,23 @@ def measure(engine: Engine, args: argparse.Namespace, suffix: str = "") -> None:
                 except RuntimeError:
                     logs = engine.run("logs", bare, check=False)
                     raise RuntimeError(f"the bare app did not start:\n{logs.stdout}{logs.stderr}") from None
+
+            # One worker's peak memory (VmHWM of the container's server process, seen from the
+            # host) while it refuses 200 MB bodies, declared and chunked (body_limit.py's client),
+            # before any load run.
+            from body_limit import _send, _status
+
+            pid = engine.inspect(name, "{{.State.Pid}}")
+            resident = _status(pid, "VmRSS")
+            refused = [_send(port, 200, declared=d, host=host.strip("[]"))[0] for d in (True, False)]
+            rows.append(
+                (
+                    "Peak memory of the worker while 200 MB bodies are refused (VmHWM)",
+                    f"{_status(pid, 'VmHWM') / 1024:.1f} MB",
+                    f"answers {', '.join(map(str, refused))} (Content-Length, chunked);"
+                    f" resident before: {resident / 1024:.1f} MB",
+                )
+            )
 
             targets = {
                 "app": f"http://{host}:{port}{values['health_live_path']}",
