@@ -161,8 +161,8 @@ def page(counts: list[float], requests: int) -> list[str]:
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} with "
         f"`uv run python benchmarks/request_cost.py --requests {requests}`: CPU instructions per",
         "`GET /health/live`, counted by valgrind's callgrind while uvicorn's httptools protocol serves",
-        "the request in process (no network, no load generator, so far less noise than a load test). The default project,",
-        "production settings, serve.py's server options.",
+        "the request in process (no network, no load generator, so far less noise than a load test).",
+        "The default project, production settings, serve.py's server options.",
         "",
         "| app | instructions per request | vs the bare app with an included router |",
         "| --- | ---: | ---: |",
