@@ -41,14 +41,14 @@ def _status(value: str, name: str) -> int:
     raise LookupError(name)
 
 
-def _send(port: int, megabytes: int, *, declared: bool) -> tuple[int, float, int]:
+def _send(port: int, megabytes: int, *, declared: bool, host: str = "127.0.0.1") -> tuple[int, float, int]:
     """(status, seconds, bytes the client managed to send before the answer)."""
     total = megabytes * 1024 * 1024
     head = "POST /items HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
     head += f"Content-Length: {total}\r\n" if declared else "Transfer-Encoding: chunked\r\n"
     started = time.perf_counter()
     sent = 0
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+    with socket.create_connection((host, port), timeout=30) as sock:
         sock.sendall((head + "\r\n").encode())
         sock.setblocking(False)
         answer = b""
