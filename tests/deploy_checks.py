@@ -53,6 +53,19 @@ def tool(name: str) -> str | None:
     return shutil.which(name, path=str(BIN)) or shutil.which(name)
 
 
+def installed(name: str) -> str:
+    """A tool of the template's dev group (the venv's bin first, then PATH), which must be there."""
+    found = tool(name)
+    assert found, f"{name} is not installed: uv sync installs it into .venv/bin (make setup)"
+    return found
+
+
+def derived_from(row: dict[str, Any]) -> dict[str, Any]:
+    """derive() of an answer row, with the name-derived answers Copier would fill in."""
+    slug = row.get("project_slug", "my-service")
+    return context_module().derive({"project_slug": slug, "package_name": slug.replace("-", "_"), **row})
+
+
 def compose_config(project: Path, files: list[str], env_file: Path | None = None) -> dict[str, Any]:
     """`docker-compose config --format json` of files in project, interpolated from env_file
     (default: the project's .env)."""

@@ -30,13 +30,13 @@ import jsonschema
 import pytest
 import yaml
 from conftest import ROOT, render_template, run
+from deploy_checks import derived_from, installed
 
 sys.path.insert(0, str(ROOT / "extensions"))
 import context  # extensions/context.py, the single source of derived values
 
 pytestmark = pytest.mark.xdist_group("beanstalk")
 
-BIN = Path(sys.executable).parent
 SCHEMAS = ROOT / "tests" / "schemas" / "elastic-beanstalk"
 ENVIRONMENTS = ("staging", "production")
 ROWS: list[dict[str, Any]] = [
@@ -62,21 +62,10 @@ IDS = ["postgresql-celery", "nodb-long-slug", "mysql-arq"]
 IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service@{fake_aws.DIGEST}"
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    assert found, f"{name} is not installed: uv sync installs it into .venv/bin"
-    return found
-
-
 @pytest.fixture(scope="module")
 def projects(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("beanstalk")
     return {i: render_template(template_src, base / i, **row) for i, row in zip(IDS, ROWS, strict=True)}
-
-
-def _derived(row: dict[str, Any]) -> dict[str, Any]:
-    slug = row.get("project_slug", "my-service")
-    return context.derive({"project_slug": slug, "package_name": slug.replace("-", "_"), **row})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +209,7 @@ def test_option_settings_pass_the_schema_and_say_what_derive_says(
     row: dict[str, Any], projects: dict[str, Path]
 ) -> None:
     project = projects[IDS[ROWS.index(row)]]
-    d = _derived(row)
+    d = derived_from(row)
     for env in ENVIRONMENTS:
         for certificate in (False, True):
             settings = _settings(project, env, certificate)
@@ -288,7 +277,7 @@ def test_the_schema_refuses_what_aws_documents_as_invalid(
 
 def test_roles_grant_only_what_the_instances_and_the_service_need(projects: dict[str, Path]) -> None:
     for row, name in zip(ROWS, IDS, strict=True):
-        d = _derived(row)
+        d = derived_from(row)
         resources = _resolve(_stack(projects[name])["Resources"], _stack(projects[name]), _params("staging", False))
         instance = resources["InstanceRole"]["Properties"]
         assert "ManagedPolicyArns" not in instance, "no broad managed policy on the instances"
@@ -318,7 +307,7 @@ def test_cfn_lint_passes_every_rendered_stack(projects: dict[str, Path], tmp_pat
     stacks = [projects[i] / "deploy/aws_eb/cloudformation.yaml" for i in IDS]
     broken = tmp_path / "broken.yaml"
     broken.write_text(stacks[0].read_text().replace("OptionSettings:", "OptionSetings:", 1))
-    result = run([_tool("cfn-lint"), *map(str, stacks), str(broken)], check=False, timeout=300)
+    result = run([installed("cfn-lint"), *map(str, stacks), str(broken)], check=False, timeout=300)
     report = result.stdout + result.stderr
     assert str(broken) in report and "OptionSetings" in report, report
     assert [str(s) for s in stacks if str(s) in report] == [], f"cfn-lint found problems:\n{report}"
@@ -346,7 +335,7 @@ def _compose_model(bundle: Path, settings: list[dict[str, Any]]) -> dict[str, An
     ]
     (bundle / ".env").write_text("\n".join(env_lines) + "\n")
     result = run(
-        [_tool("docker-compose"), "-f", str(bundle / "docker-compose.yml"), "config", "--format", "json"],
+        [installed("docker-compose"), "-f", str(bundle / "docker-compose.yml"), "config", "--format", "json"],
         cwd=bundle,
         check=False,
         timeout=60,
@@ -360,7 +349,7 @@ def test_the_bundle_runs_the_pinned_image_as_derive_says(
     row: dict[str, Any], projects: dict[str, Path], tmp_path: Path
 ) -> None:
     project = projects[IDS[ROWS.index(row)]]
-    d = _derived(row)
+    d = derived_from(row)
     bundle = tmp_path / "bundle"
     result = _bundle(project, "staging", bundle)
     assert result.returncode == 0, result.stderr
@@ -427,7 +416,7 @@ def _deploy(
     project: Path, tmp: Path, image_ref: str | None = None, **scenario: Any
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """deploy/aws_eb/deploy.sh staging against tests/fake_aws.py; IMAGE_REF when image_ref is given."""
-    d = _derived(ROWS[0])
+    d = derived_from(ROWS[0])
     state = {
         "outputs": {
             "ApplicationName": "my-service-staging",
@@ -532,7 +521,7 @@ def test_deploy_stops_when_the_copy_changes_the_digest(eb_project: Path, tmp_pat
 
 
 def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_path: Path) -> None:
-    d = _derived(ROWS[0])
+    d = derived_from(ROWS[0])
     result, state = _deploy(eb_project, tmp_path, image_exists=False)
     assert result.returncode == 0, result.stderr
     assert state.get("refused", []) == [], "every call passed botocore's model"
@@ -645,7 +634,7 @@ def test_docs_page_covers_the_platform(projects: dict[str, Path]) -> None:
         for heading in ("## Why these choices", "## Create first", "## Deploy", "## Roll back", "## Scale", "## Costs"):
             assert heading in text, heading
         assert "## What is tested, and what is not" in text
-        for secret in _derived(row)["secret_env_names"]:
+        for secret in derived_from(row)["secret_env_names"]:
             assert secret in text
         assert ("leader_only" in text) == (row["database"] != "none")
         assert "docs/deploy/elastic-beanstalk.md" in context.PLATFORM_NEXT_STEPS["aws_eb"]

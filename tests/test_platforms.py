@@ -31,6 +31,7 @@ import jsonschema
 import pytest
 import yaml
 from conftest import ROOT, render_template, run
+from deploy_checks import derived_from, installed
 
 sys.path.insert(0, str(ROOT / "extensions"))
 import context  # extensions/context.py, the single source of derived values
@@ -38,7 +39,6 @@ import context  # extensions/context.py, the single source of derived values
 # One xdist worker renders the answer sets once and runs every test of this module on them.
 pytestmark = pytest.mark.xdist_group("platforms")
 
-BIN = Path(sys.executable).parent
 SCHEMAS = ROOT / "tests" / "schemas"  # derived from DigitalOcean's OpenAPI description (README there)
 MINE = ("railway", "digitalocean", "aws_ecs")
 
@@ -82,23 +82,11 @@ FAKE_ARNS = {
 }
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    assert found, f"{name} is not installed: uv sync installs it into .venv/bin"
-    return found
-
-
 @pytest.fixture(scope="module")
 def projects(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every answer set of ROWS rendered once for this module (tasks skipped)."""
     base = tmp_path_factory.mktemp("platforms")
     return {name: render_template(template_src, base / name, **row) for name, row in zip(IDS, ROWS, strict=True)}
-
-
-def _derived(row: dict[str, Any]) -> dict[str, Any]:
-    slug = row.get("project_slug", "my-service")
-    answers = {"project_slug": slug, "package_name": slug.replace("-", "_"), **row}
-    return context.derive(answers)
 
 
 def _uses(row: dict[str, Any], platform: str) -> bool:
@@ -128,7 +116,7 @@ DO_ROWS = [(r, i) for r, i in zip(ROWS, IDS, strict=True) if _uses(r, "digitaloc
 @pytest.mark.parametrize("row", [r for r, _ in DO_ROWS], ids=[i for _, i in DO_ROWS])
 def test_app_platform_specs_are_valid_and_say_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
     project = projects[IDS[ROWS.index(row)]]
-    d = _derived(row)
+    d = derived_from(row)
     for env, spec in _do_specs(project).items():
         assert _do_errors(spec) == [], env
         size = d["environments"][env]
@@ -274,7 +262,7 @@ def test_ecs_task_definitions_are_valid_and_say_what_derive_says(
     row: dict[str, Any], projects: dict[str, Path], register_shape: Any
 ) -> None:
     project = projects[IDS[ROWS.index(row)]]
-    d = _derived(row)
+    d = derived_from(row)
     script = (project / "deploy/aws/deploy.sh").read_text()
     dockerfile = (project / "Dockerfile").read_text().splitlines()
     components = ["web", "worker"] if d["has_worker"] else ["web"]
@@ -363,7 +351,7 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 @pytest.mark.parametrize("row", [r for r, _ in AWS_ROWS], ids=[i for _, i in AWS_ROWS])
 def test_cloudformation_says_what_derive_says(row: dict[str, Any], projects: dict[str, Path]) -> None:
     project = projects[IDS[ROWS.index(row)]]
-    d = _derived(row)
+    d = derived_from(row)
     cfn = yaml.load((project / "deploy/aws/cloudformation.yaml").read_text(), Loader=_CfnLoader)
     res = cfn["Resources"]
     tg = res["TargetGroup"]["Properties"]
@@ -413,7 +401,7 @@ def test_cfn_lint_passes_every_rendered_template(projects: dict[str, Path], tmp_
     # One run (cfn-lint starts slowly) that also lints a broken copy, to show it catches one.
     broken = tmp_path / "broken.yaml"
     broken.write_text(templates[0].read_text().replace("HealthCheckPath:", "HealthCheckPth:", 1))
-    result = run([_tool("cfn-lint"), *map(str, templates), str(broken)], check=False, timeout=300)
+    result = run([installed("cfn-lint"), *map(str, templates), str(broken)], check=False, timeout=300)
     report = result.stdout + result.stderr
     assert str(broken) in report and "HealthCheckPth" in report, report
     flagged = [str(t) for t in templates if str(t) in report]
@@ -451,7 +439,7 @@ def test_deploy_scripts_are_executable_and_shellcheck_clean(projects: dict[str, 
             assert path.read_text().startswith("#!/usr/bin/env bash\n")
             assert "set -euo pipefail" in path.read_text()
             scripts.append(str(path))
-    result = run([_tool("shellcheck"), "--severity=style", *scripts], check=False, timeout=120)
+    result = run([installed("shellcheck"), "--severity=style", *scripts], check=False, timeout=120)
     assert result.returncode == 0, result.stdout
 
 
@@ -474,7 +462,7 @@ def test_docs_pages_cover_each_platform_and_the_next_steps_point_at_them(project
         text = page.read_text()
         for heading in ("## Create first", "## Deploy", "## Roll back", "## Scale"):
             assert heading in text, f"{name}/{rel} lacks {heading}"
-        for secret in _derived(row)["secret_env_names"]:
+        for secret in derived_from(row)["secret_env_names"]:
             assert secret in text, f"{name}/{rel} does not name the secret {secret}"
         assert rel.as_posix() in context.PLATFORM_NEXT_STEPS[platform], "the message after copy points elsewhere"
     # Every placeholder deploy.sh fills into the task definition is documented.
@@ -644,7 +632,7 @@ def _deploy_aws(
     # The load balancer: answers the ready path 200, or 503 with ready=False (a new release that
     # is alive but cannot reach its database).
     ready_status = 200 if scenario.get("ready", True) else 503
-    ready_path = _derived(ROWS[1])["health_ready_path"]
+    ready_path = derived_from(ROWS[1])["health_ready_path"]
 
     class Balancer(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -684,7 +672,7 @@ def _called(state: dict[str, Any], *prefix: str) -> list[list[str]]:
 
 
 def test_aws_deploy_builds_registers_migrates_then_updates(aws_project: Path, tmp_path: Path) -> None:
-    d = _derived(ROWS[1])
+    d = derived_from(ROWS[1])
     result, state = _deploy_aws(aws_project, tmp_path)
     assert result.returncode == 0, result.stderr
     commit = run(["git", "rev-parse", "--short=12", "HEAD"], cwd=aws_project, env=dict(os.environ)).stdout.strip()
@@ -787,7 +775,7 @@ def test_aws_deploy_fails_when_the_release_is_alive_but_not_ready(aws_project: P
     gate: a stable service whose load balancer answers 503 on the ready path fails the deploy."""
     result, state = _deploy_aws(aws_project, tmp_path, image_exists=True, ready=False)
     assert result.returncode == 1, result.stderr
-    assert "not ready" in result.stderr and _derived(ROWS[1])["health_ready_path"] in result.stderr
+    assert "not ready" in result.stderr and derived_from(ROWS[1])["health_ready_path"] in result.stderr
     assert len(_called(state, "ecs", "wait", "services-stable")) == 2
 
 
@@ -927,7 +915,7 @@ def _do_deploy(
 
 def _secrets(row: dict[str, Any]) -> dict[str, str]:
     """Placeholder values of the secrets the spec declares (DATABASE_URL is bound, not set)."""
-    names = [n for n in _derived(row)["secret_env_names"] if n != "DATABASE_URL"]
+    names = [n for n in derived_from(row)["secret_env_names"] if n != "DATABASE_URL"]
     return {n: f"orders_staging_your_{n.lower()}_here" for n in names}
 
 
@@ -950,7 +938,7 @@ def test_digitalocean_keeps_its_secrets_across_deploys_and_rolls_back_by_digest(
     every later one resubmits the live encrypted values, and a rollback is the previous digest."""
     row = ROWS[1]  # PostgreSQL, Redis, a Celery worker and Sentry: secrets in every component
     project = projects[IDS[1]]
-    names = _derived(row)["do_app_names"]
+    names = derived_from(row)["do_app_names"]
     secrets = _secrets(row)
     assert {"SECRET_KEY", "REDIS_URL", "SENTRY_DSN"} <= set(secrets)
 
@@ -1100,7 +1088,7 @@ def test_aws_optional_secrets_are_optional(
     """Issue 13.5: SSM cannot hold an empty value and a dummy DSN crashes sentry_sdk.init, so a
     task that requires /<slug>/<env>/SENTRY_DSN cannot start without a real DSN. The deploy asks
     SSM which optional parameters exist and references only those; required ones always."""
-    d = _derived(ROWS[1])
+    d = derived_from(ROWS[1])
     assert d["optional_secret_env_names"] == ["SENTRY_DSN"]
     prefix = "/my-service/staging/"
     parameters = [prefix + n for n in d["secret_env_names"] if dsn_set or n != "SENTRY_DSN"]
