@@ -27,13 +27,13 @@ import httpx
 import pytest
 import yaml
 from conftest import ROOT, need, run
-from containers import Engine, derive, detect_engine, ensure_base_images
+from containers import Engine, derive
 from service_images import ensure_service_images
 from test_container import (
-    PYTHON,
     _free_port,
     assert_migrated_then_hardened,
     build_args,
+    docker_with_base_images,
     env_secret,
     prepare_project,
 )
@@ -51,11 +51,7 @@ def _compose_tool() -> str:
 
 @pytest.fixture(scope="module")
 def docker() -> Engine:
-    found = detect_engine("docker")
-    need(found is not None, "a Docker engine whose client builds with BuildKit (FD_DOCKER), for `docker compose up`")
-    assert found is not None
-    ensure_base_images(found, PYTHON, derive({})["uv_version"])
-    return found
+    return docker_with_base_images("`docker compose up`")
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 90) -> float:

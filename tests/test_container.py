@@ -796,6 +796,16 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
     raise AssertionError(f"{what} within {timeout}s")
 
 
+def docker_with_base_images(purpose: str) -> Engine:
+    """The Docker engine (FD_DOCKER) with the stand-in base images in place, or a visible skip
+    naming what it was wanted for."""
+    found = detect_engine("docker")
+    need(found is not None, f"a Docker engine whose client builds with BuildKit (FD_DOCKER), for {purpose}")
+    assert found is not None
+    ensure_base_images(found, PYTHON, derive({})["uv_version"])
+    return found
+
+
 def assert_migrated_then_hardened(docker: Engine, migrate: str, app: str, uid: int) -> None:
     """The compose promises for a running stack: migrate exited 0 before the app started, and the
     app runs read-only with /tmp in memory, no capabilities (none held by its process either),

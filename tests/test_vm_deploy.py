@@ -38,9 +38,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ROOT, need, run
-from containers import Engine, derive, detect_engine, ensure_base_images
+from containers import Engine, derive
 from service_images import ensure_service_images
-from test_container import PYTHON, _free_port, build_args, env_secret, prepare_project
+from test_container import _free_port, build_args, docker_with_base_images, env_secret, prepare_project
 
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container")]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -199,11 +199,7 @@ def _start_sshd(root: Path, vm_env: dict[str, str]) -> tuple[subprocess.Popen[by
 
 @pytest.fixture(scope="module")
 def docker() -> Engine:
-    found = detect_engine("docker")
-    need(found is not None, "a Docker engine whose client builds with BuildKit (FD_DOCKER), for the images")
-    assert found is not None
-    ensure_base_images(found, PYTHON, derive({})["uv_version"])
-    return found
+    return docker_with_base_images("the images")
 
 
 @pytest.fixture(scope="module")
