@@ -36,6 +36,7 @@ from test_container import (
     docker_with_base_images,
     env_secret,
     prepare_project,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container")]
@@ -55,16 +56,8 @@ def docker() -> Engine:
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = 90) -> float:
-    """Wait for check(); return the seconds it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if check():
-                return time.monotonic() - started
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{what} within {timeout}s")
+    """A whole stack starts slower than one container: 90 s, polled every 0.2 s."""
+    return wait_until(check, what, timeout, poll=0.2)
 
 
 class Stack:

@@ -784,15 +784,17 @@ def test_compose_stack_is_hardened_and_ordered(combinations: list[tuple[dict[str
     assert checked == 12
 
 
-def _until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 60, poll: float = 0.3) -> float:
+    """Call check() until it holds (a refused or reset connection counts as not yet); return the
+    seconds it took, or fail naming what did not happen within timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
         try:
             if check():
-                return
-        except httpx.TransportError:
+                return time.monotonic() - started
+        except (OSError, httpx.TransportError):
             pass
-        time.sleep(0.3)
+        time.sleep(poll)
     raise AssertionError(f"{what} within {timeout}s")
 
 
@@ -858,24 +860,24 @@ def test_compose_up_runs_the_stack_in_order_hardened_and_reloading_in_developmen
 
     try:
         compose(*production, "up", "-d", "--no-build")
-        _until(ready, "the production-like stack did not answer ready")
+        wait_until(ready, "the production-like stack did not answer ready")
         assert_migrated_then_hardened(docker, f"{name}-migrate-1", f"{name}-app-1", context["app_uid"])
         created = httpx.post(url + "/items", json={"name": "kept across down and up"}, timeout=5)
         assert created.status_code == 201, created.text
 
         compose(*production, "down", "-t", "5")  # containers go, the volume stays
         compose(*production, "up", "-d", "--no-build")
-        _until(ready, "the stack did not answer ready after down and up")
+        wait_until(ready, "the stack did not answer ready after down and up")
         names = [item["name"] for item in httpx.get(url + "/items", timeout=5).json()["items"]]
         assert "kept across down and up" in names
         compose(*production, "down", "-t", "5")
 
         compose(*development, "up", "-d", "--no-build")
-        _until(ready, "the development stack did not answer ready")
+        wait_until(ready, "the development stack did not answer ready")
         assert httpx.get(url + "/openapi.json", timeout=5).json()["info"]["title"] == "Stack Check"
         main_py = project / "src" / answers["package_name"] / "main.py"
         main_py.write_text(main_py.read_text().replace('title="Stack Check"', 'title="Stack Check, reloaded"'))
-        _until(
+        wait_until(
             lambda: httpx.get(url + "/openapi.json", timeout=2).json()["info"]["title"] == "Stack Check, reloaded",
             "the development server did not reload the changed code",
         )

