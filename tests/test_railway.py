@@ -4,7 +4,7 @@ Every Railway answer set of the render matrix (tests/combinations.py, plus the c
 type-checked with `tsc --strict --noEmit` (one run for all files) and evaluated with Node for the
 staging and production contexts; each evaluated definition must say what derive() says. A mutated
 file shows tsc refusing misspelled and excess properties. The SDK and TypeScript are installed
-from the npm registry by tests/railway_iac.py into build/railway-sdk (cached).
+from the npm registry by tests/railway_iac.py into the temporary folder's fd-railway-sdk (cached per pin set).
 """
 
 from __future__ import annotations
