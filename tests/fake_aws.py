@@ -203,8 +203,6 @@ class Fake:
             outputs = [{"OutputKey": k, "OutputValue": v} for k, v in s.get("outputs", {}).items()]
             parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in s.get("parameters", {}).items()]
             return {"Stacks": [{"StackName": p["StackName"], "Outputs": outputs, "Parameters": parameters}]}
-        if s.get("stop_after_ecr") and service not in ("cloudformation", "sts", "ecr"):
-            raise ServiceError("StoppedByTest", op, "this test ends the deploy after its image step")
         registry = (
             s.get("ecr_registry") or f"{ACCOUNT}.dkr.ecr.{os.environ.get('AWS_REGION', REGION_DEFAULT)}.amazonaws.com"
         )
@@ -330,6 +328,8 @@ class Fake:
             if len(args) < 2:
                 raise CliError("the following arguments are required: command, operation")
             service, cli_op, rest = args[0], args[1], args[2:]
+            if self.state.get("stop_after_ecr") and service not in ("cloudformation", "sts", "ecr"):
+                raise ServiceError("StoppedByTest", cli_op, "this test ends the deploy after its image step")
             if output not in ("json", "text", "table", "yaml"):
                 raise CliError(f"argument --output: invalid choice: {output!r}")
             try:
