@@ -208,6 +208,27 @@ PLATFORM_DIRS = {
 
 IMAGE_PLATFORM = "linux/amd64"
 DEPLOYS_CI_IMAGE = ("digitalocean", "kubernetes", "vm", "aws_ecs", "aws_eb")
+# How the deploy scripts tell an image named by digest (bash `=~`, POSIX extended regex), one
+# pattern per rule, each written into the scripts through `sh_word`:
+# - "registry" (AWS ECS, Elastic Beanstalk, Kubernetes, VM): <registry host>/<repository>@sha256:<64 hex>.
+#   The registry host is required on every platform, Kubernetes and the VM included (they took a
+#   bare Docker Hub name before): an unqualified name is resolved by each engine's own settings
+#   (Docker and containerd say docker.io, Podman asks its unqualified-search-registries and
+#   refuses when several are listed), so one IMAGE_REF could name another registry on another
+#   machine; the digest pins the bytes, not where they come from. A host is what Docker's
+#   reference grammar calls one: a first component with a dot or a port, or localhost, so a
+#   Docker Hub namespace (acme/app@...) no longer passes for a host; Docker Hub is
+#   docker.io/<namespace>/<name>@sha256:....
+# - "ghcr" (DigitalOcean): App Platform takes GHCR images as registry + repository + digest, so
+#   only ghcr.io, with the owner, the repository and the digest as capture groups 1 to 3.
+# - "ecr" (Elastic Beanstalk's bundle): the instances pull through their role, from ECR only.
+_REGISTRY_HOST = r"((localhost|[a-z0-9-]+(\.[a-z0-9-]+)+)(:[0-9]+)?|[a-z0-9-]+:[0-9]+)"
+_DIGEST = r"@sha256:[0-9a-f]{64}$"
+IMAGE_REF_PATTERNS = {
+    "registry": rf"^{_REGISTRY_HOST}/[a-z0-9][a-z0-9._/-]*{_DIGEST}",
+    "ghcr": r"^ghcr\.io/([a-z0-9][a-z0-9-]*)/([a-z0-9][a-z0-9._/-]*)@(sha256:[0-9a-f]{64})$",
+    "ecr": rf"^[0-9]{{12}}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+{_DIGEST}",
+}
 DEPLOY_SECRETS = {
     "railway": ["RAILWAY_TOKEN"],
     "digitalocean": ["DIGITALOCEAN_ACCESS_TOKEN"],
@@ -436,6 +457,7 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         "tool_versions": TOOL_VERSIONS,
         "supply_chain_tools": SUPPLY_CHAIN_TOOLS,
         "placeholder_pattern": PLACEHOLDER_PATTERN,
+        "image_ref_patterns": IMAGE_REF_PATTERNS,
         # Prose, so no file writes "an celery worker" or "tests against none".
         "worker_phrase": WORKER_PHRASES.get(worker, ""),
         "stack_summary": ", ".join(

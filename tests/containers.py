@@ -10,6 +10,8 @@
   exist locally: they are used when present, pulled when a registry answers, and otherwise
   replaced by stand-ins built here (a Debian root filesystem from debootstrap imported under the
   official python name, and a `FROM scratch` image holding uv from its PyPI wheel).
+- `buildx_plugin()` is Docker's buildx CLI plugin from Debian testing's docker-buildx package, for
+  clients that have none (fetched once per machine, never installed on the host).
 - `python_root(version)` is that Debian root, built once per machine and kept in the temporary
   folder; `host_python_dir(version)` makes its interpreter run on this host too (a copy whose ELF
   interpreter and RPATH point into the root, so it uses the root's newer glibc), which is how the
@@ -215,6 +217,64 @@ def _debian_mirror() -> str:
                 if word.startswith("http") and word.rstrip("/").endswith("/debian"):
                     return word
     return "http://deb.debian.org/debian"
+
+
+# Docker's buildx CLI plugin where the client has none (Debian 12's docker.io and the Docker 28
+# client here ship without it): Debian testing's docker-buildx package, on the same mirror.
+BUILDX_RELEASE = "forky"
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+
+def buildx_plugin() -> Path:
+    """The docker-buildx plugin binary of Debian testing's docker-buildx package (a static Go
+    program that needs glibc 2.34, which bookworm has), fetched once per machine into the
+    temporary folder and reused. `apt-get download` runs with an apt configuration of its own
+    (sources, lists, cache and status in a scratch folder), so the testing list never reaches the
+    host's apt and nothing is installed. Raises RuntimeError naming what is missing."""
+    for program in ("apt-get", "dpkg-deb"):
+        if not shutil.which(program):
+            raise RuntimeError(f"{program} is needed to fetch Debian's docker-buildx package")
+    if not DEBIAN_KEYRING.exists():
+        raise RuntimeError(f"{DEBIAN_KEYRING} is needed (apt-get install debian-archive-keyring)")
+    cache = Path(tempfile.gettempdir()) / f"fd-docker-buildx-{BUILDX_RELEASE}"
+    plugin = cache / "docker-buildx"
+    cache.mkdir(exist_ok=True)
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if plugin.exists():
+            return plugin
+        work = cache / "apt"
+        shutil.rmtree(work, ignore_errors=True)
+        for sub in ("lists/partial", "archives/partial", "sources.list.d", "preferences.d"):
+            (work / sub).mkdir(parents=True)
+        (work / "sources.list").write_text(
+            f"deb [signed-by={DEBIAN_KEYRING}] {_debian_mirror()} {BUILDX_RELEASE} main\n"
+        )
+        (work / "status").touch()
+        settings = {
+            "Dir::Etc::sourcelist": work / "sources.list",
+            "Dir::Etc::sourceparts": work / "sources.list.d",
+            "Dir::Etc::preferences": work / "preferences",
+            "Dir::Etc::preferencesparts": work / "preferences.d",
+            "Dir::State::Lists": work / "lists",
+            "Dir::State::status": work / "status",
+            "Dir::Cache": work,
+            "APT::Sandbox::User": "root",
+        }
+        apt = ["-q", *[arg for key, value in settings.items() for arg in ("-o", f"{key}={value}")]]
+        started = time.monotonic()
+        for step in (["update"], ["download", "docker-buildx"]):
+            done = subprocess.run(["apt-get", *apt, *step], cwd=work, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                raise RuntimeError(f"apt-get {' '.join(step)} ({BUILDX_RELEASE}) failed: {done.stderr[-2000:]}")
+        (deb,) = work.glob("docker-buildx_*.deb")
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "root")], check=True, capture_output=True, timeout=300)
+        scratch = cache / "docker-buildx.partial"
+        shutil.copy2(work / "root/usr/libexec/docker/cli-plugins/docker-buildx", scratch)
+        os.replace(scratch, plugin)
+        shutil.rmtree(work, ignore_errors=True)
+        _log(f"docker-buildx from Debian {BUILDX_RELEASE} ({deb.name}) fetched in {time.monotonic() - started:.0f}s")
+    return plugin
 
 
 def debootstrap(release: str, packages: list[str], target: Path) -> None:

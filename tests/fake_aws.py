@@ -13,6 +13,10 @@ is printed the way the CLI prints it, so the scripts' own queries are exercised 
 The state (scenario, recorded calls, uploaded bundles) lives in the JSON file $FAKE_AWS_STATE.
 `python fake_aws.py engine ...` is the container engine's stand-in (records, marks pushes, and
 copies an image into ECR for `buildx imagetools create`).
+With `ecr_registry` ("127.0.0.1:<port>") in the state, ECR is a real registry instead: the
+repository's URI names it, `describe-images` by digest asks it over HTTP for the manifest, and
+the real docker copies into it (tests/test_ecr_copy.py). With `stop_after_ecr`, every call but
+CloudFormation's, STS's and ECR's fails (StoppedByTest), so a deploy ends after its image step.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import json
 import os
 import shutil
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,25 @@ DIGEST = "sha256:" + "ab" * 32
 GLOBAL_WITH_VALUE = {"--query", "--output", "--region", "--profile", "--endpoint-url"}
 GLOBAL_FLAGS = {"--no-cli-pager", "--debug", "--no-paginate"}
 CLI_SERVICE = {"s3api": "s3"}  # the CLI's name -> botocore's
+# What a registry may hold under a digest: an image index or manifest list, or one manifest.
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json",
+])  # fmt: skip
+
+
+def in_registry(registry: str, repository: str, digest: str) -> bool:
+    """Whether the registry at registry (host:port, plain HTTP) holds a manifest by this digest."""
+    request = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{digest}", method="HEAD", headers={"Accept": MANIFEST_TYPES}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return bool(response.headers.get("Docker-Content-Digest") == digest)
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
 
 
 class CliError(Exception):
@@ -178,17 +203,34 @@ class Fake:
             outputs = [{"OutputKey": k, "OutputValue": v} for k, v in s.get("outputs", {}).items()]
             parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in s.get("parameters", {}).items()]
             return {"Stacks": [{"StackName": p["StackName"], "Outputs": outputs, "Parameters": parameters}]}
+        registry = (
+            s.get("ecr_registry") or f"{ACCOUNT}.dkr.ecr.{os.environ.get('AWS_REGION', REGION_DEFAULT)}.amazonaws.com"
+        )
         if service == "sts" and op == "GetCallerIdentity":
             return {"Account": ACCOUNT, "Arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/deploy/ci", "UserId": "AROA:ci"}
         if service == "ecr" and op == "DescribeRepositories":
             if not s.get("repository_exists", True):
                 raise ServiceError("RepositoryNotFoundException", op, "repository does not exist")
-            return {"repositories": [{"repositoryName": n} for n in p["repositoryNames"]]}
+            return {
+                "repositories": [
+                    {"repositoryName": n, "repositoryUri": f"{registry}/{n}"} for n in p["repositoryNames"]
+                ]
+            }
         if service == "ecr" and op == "CreateRepository":
             s["repository_exists"] = True
-            return {"repository": {"repositoryName": p["repositoryName"]}}
+            return {
+                "repository": {
+                    "repositoryName": p["repositoryName"],
+                    "repositoryUri": f"{registry}/{p['repositoryName']}",
+                }
+            }
         if service == "ecr" and op == "DescribeImages":
             wanted = [i["imageDigest"] for i in p.get("imageIds", []) if "imageDigest" in i]
+            if wanted and "ecr_registry" in s:  # by digest: what the real registry holds
+                found = [d for d in wanted if in_registry(s["ecr_registry"], p["repositoryName"], d)]
+                if not found:
+                    raise ServiceError("ImageNotFoundException", op, "The image requested does not exist")
+                return {"imageDetails": [{"imageDigest": d} for d in found]}
             if wanted:  # by digest: the images copied in (ecr_digests)
                 found = [d for d in wanted if d in s.get("ecr_digests", [])]
                 if not found:
@@ -286,6 +328,8 @@ class Fake:
             if len(args) < 2:
                 raise CliError("the following arguments are required: command, operation")
             service, cli_op, rest = args[0], args[1], args[2:]
+            if self.state.get("stop_after_ecr") and service not in ("cloudformation", "sts", "ecr"):
+                raise ServiceError("StoppedByTest", cli_op, "this test ends the deploy after its image step")
             if output not in ("json", "text", "table", "yaml"):
                 raise CliError(f"argument --output: invalid choice: {output!r}")
             try:
@@ -345,12 +389,13 @@ def engine(argv: list[str]) -> int:
     return 0
 
 
-def install(bin_dir: Path, state: dict[str, Any], state_file: Path) -> dict[str, str]:
-    """Write `aws` and `docker` stand-ins into bin_dir; returns the environment to run with."""
+def install(bin_dir: Path, state: dict[str, Any], state_file: Path, *, engine: bool = True) -> dict[str, str]:
+    """Write `aws` and (unless engine is False: the real one runs) `docker` stand-ins into bin_dir;
+    returns the environment to run with."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     here = Path(__file__).resolve()
     server = here.with_name("forkserver.py")  # botocore imported once, not on every call
-    for tool, mode in (("aws", ""), ("docker", " engine")):
+    for tool, mode in (("aws", ""), ("docker", " engine"))[: 2 if engine else 1]:
         path = bin_dir / tool
         path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{server}" "{here}"{mode} "$@"\n')
         path.chmod(0o755)

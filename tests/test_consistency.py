@@ -7,9 +7,11 @@ must agree with each other and with derive()."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -660,3 +662,95 @@ def test_repeated_values_have_one_source(template_src: Path, tmp_path: Path, ci:
     assert step_secrets.PLACEHOLDER_RE.pattern == pattern == PLACEHOLDER_RE and exclude == [pattern]
     shipped = re.findall(pattern, (project / ".env.example").read_text())
     assert values["placeholder"]("development") in shipped
+
+
+# The rule (a key of derive()'s image_ref_patterns) behind each pattern variable of each deploy
+# script that takes an image by digest; a script not listed holds none.
+DIGEST_RULES = {
+    "deploy/aws/deploy.sh": {"by_digest": "registry"},
+    "deploy/aws_eb/deploy.sh": {"by_digest": "registry", "ecr_by_digest": "ecr"},
+    "deploy/digitalocean/deploy.sh": {"by_digest": "ghcr"},
+    "deploy/k8s/deploy.sh": {"by_digest": "registry"},
+    "deploy/vm/deploy.sh": {"by_digest": "registry"},
+}
+PATTERN_ASSIGNMENT = re.compile(r"^(\w*by_digest)=(.+)$", re.MULTILINE)
+DIGEST = "@sha256:" + "ab" * 32
+
+
+def _digest_patterns(script: Path) -> dict[str, str]:
+    """The pattern variables a deploy script assigns, unquoted as bash reads them."""
+    found = {}
+    for name, value in PATTERN_ASSIGNMENT.findall(script.read_text()):
+        (word,) = shlex.split(value)
+        assert name not in found, f"{script} assigns {name} twice"
+        found[name] = word
+    return found
+
+
+@pytest.fixture(scope="module")
+def every_platform(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render_template(template_src, tmp_path_factory.mktemp("digest") / "my-service", **SETS["nodb-uvicorn"])
+
+
+def test_every_deploy_script_checks_image_refs_with_derive_s_patterns(every_platform: Path) -> None:
+    """Each script's `by_digest` (and Elastic Beanstalk's `ecr_by_digest`) is derive()'s pattern of
+    its rule, and no script matches an image against a literal pattern of its own."""
+    patterns = derived(every_platform)["image_ref_patterns"]
+    scripts = sorted(p.relative_to(every_platform).as_posix() for p in every_platform.glob("deploy/*/deploy.sh"))
+    assert set(DIGEST_RULES) <= set(scripts)
+    for script in scripts:
+        path = every_platform / script
+        expected = {name: patterns[rule] for name, rule in DIGEST_RULES.get(script, {}).items()}
+        assert _digest_patterns(path) == expected, script
+        literal = [line for line in path.read_text().splitlines() if "=~" in line and "sha256" in line]
+        assert literal == [], f"{script} matches against a pattern of its own: {literal}"
+
+
+REFS = {
+    "tag": "ghcr.io/acme/my-service:main",
+    "GHCR digest": f"ghcr.io/acme/my-service{DIGEST}",
+    "Docker Hub digest, qualified": f"docker.io/acme/my-service{DIGEST}",
+    "Docker Hub digest, bare": f"acme/my-service{DIGEST}",
+    "digest without a repository": DIGEST[1:],
+}
+# What each rule takes (the registry-host rule: derive()'s comment on image_ref_patterns).
+TAKES = {
+    "registry": {"GHCR digest", "Docker Hub digest, qualified"},
+    "ghcr": {"GHCR digest"},
+}
+
+
+@pytest.mark.parametrize("script", sorted(DIGEST_RULES))
+def test_each_deploy_script_refuses_a_tag_and_takes_a_digest_by_its_pattern(
+    script: str, every_platform: Path, tmp_path: Path
+) -> None:
+    """Run for real with each IMAGE_REF: the script refuses exactly what its pattern (read back
+    from it, and bash's own `=~` on it) does not match, before any platform CLI; what it takes
+    goes on to its CLI (stand-ins that record and fail)."""
+    pattern = _digest_patterns(every_platform / script)["by_digest"]
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for cli in ("aws", "doctl", "kubectl", "kustomize", "ssh", "docker"):
+        (stubs / cli).write_text(f'#!/bin/sh\necho "{cli} $*" >> "$STUB_LOG"\nexit 97\n')
+        (stubs / cli).chmod(0o755)
+    secrets = tmp_path / "secrets.env"  # DigitalOcean's, read before its first doctl call
+    secrets.write_text("")
+    taken = set()
+    for name, ref in REFS.items():
+        log = tmp_path / f"{len(taken)}-{name}.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("IMAGE", "IMAGE_TAG", "TAG", "ROLLBACK", "SKIP_BUILD")}
+        env |= {"PATH": f"{stubs}:{env['PATH']}", "STUB_LOG": str(log), "IMAGE_REF": ref, "VM_HOST": "deploy@vm"}
+        env |= {"DO_SECRETS_FILE": str(secrets)}
+        result = subprocess.run([str(every_platform / script), "staging"], cwd=every_platform, env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        matched = subprocess.run(["bash", "-c", '[[ "$1" =~ $2 ]]', "-", ref, pattern]).returncode == 0
+        refused = result.returncode == 2 and "IMAGE_REF" in result.stderr and ref in result.stderr
+        assert refused != matched, (
+            f"{name}: pattern {'matches' if matched else 'does not match'}, script said\n{result.stderr}"
+        )
+        if refused:
+            assert not log.exists(), f"{name} was refused after a CLI call: {log.read_text()}"
+        else:
+            assert log.exists(), f"{name} was taken but no CLI was called:\n{result.stdout}\n{result.stderr}"
+            taken.add(name)
+    assert taken == TAKES[DIGEST_RULES[script]["by_digest"]]

@@ -11,6 +11,7 @@ hadolint runs over the Dockerfiles of many answer combinations; needs no engine.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -796,6 +797,36 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 60, poll: 
             pass
         time.sleep(poll)
     raise AssertionError(f"{what} within {timeout}s")
+
+
+REGISTRY = Path("/usr/bin/docker-registry")
+
+
+@contextlib.contextmanager
+def local_registry(root: Path) -> Iterator[str]:
+    """Debian's docker-registry (the Distribution registry) on 127.0.0.1:<free port>, without auth,
+    its data and log (registry.log: one line per request) in root; yields "127.0.0.1:<port>".
+    Docker engines and buildx reach a loopback registry over plain HTTP without being told to.
+    Skips with the reason where the package is missing."""
+    need(REGISTRY.exists(), "Debian's docker-registry (/usr/bin/docker-registry) for a registry at 127.0.0.1")
+    port = _free_port()
+    (root / "config.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    with (root / "registry.log").open("wb") as log:
+        process = subprocess.Popen([str(REGISTRY), "serve", str(root / "config.yml")],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200,
+                       "the registry answering")  # fmt: skip
+            yield f"127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
 
 
 def docker_with_base_images(purpose: str) -> Engine:

@@ -528,8 +528,8 @@ if cmd == "cloudformation describe-stacks":
     if "RepositoryName" in query:
         out("None" if "RepositoryName" in state.get("missing", []) else "my-service")
     out("Environment\tVpcId\tPublicSubnetIds\tTaskSubnetIds\tTaskDefinitionArn\tWorkerTaskDefinitionArn")
-if cmd == "sts get-caller-identity":
-    out("123456789012")
+if cmd == "ecr describe-repositories":  # the repository's URI, as ECR reports it
+    out("123456789012.dkr.ecr.us-east-1.amazonaws.com/" + arg("--repository-names"))
 if cmd == "ssm get-parameters":  # names that exist; absent ones are InvalidParameters
     names = args[args.index("--names") + 1 :]
     names = names[: next((i for i, n in enumerate(names) if n.startswith("--")), len(names))]

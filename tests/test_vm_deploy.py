@@ -45,6 +45,7 @@ from test_container import (
     build_args,
     docker_with_base_images,
     env_secret,
+    local_registry,
     prepare_project,
     wait_until,
 )
@@ -52,7 +53,6 @@ from test_container import (
 pytestmark = [pytest.mark.container, pytest.mark.xdist_group("container")]
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 SSHD = Path("/usr/sbin/sshd")
-REGISTRY = Path("/usr/bin/docker-registry")
 
 
 def _listening(port: int) -> bool:
@@ -413,23 +413,8 @@ def test_ship_upgrade_roll_back_and_a_failed_release_on_a_real_vm(
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's docker-registry (the Distribution registry) on 127.0.0.1:<free port>, without auth:
-    Docker engines reach a loopback registry over plain HTTP without being told to."""
-    need(REGISTRY.exists(), "Debian's docker-registry (/usr/bin/docker-registry) for a registry at 127.0.0.1")
-    root = tmp_path_factory.mktemp(f"fd-vm-registry-{WORKER}")
-    port = _free_port()
-    (root / "config.yml").write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (root / "registry.log").open("wb")
-    process = subprocess.Popen([str(REGISTRY), "serve", str(root / "config.yml")],
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
-    try:
-        registry = f"http://127.0.0.1:{port}/v2/"
-        wait_until(lambda: httpx.get(registry, timeout=2).status_code == 200, "the registry answering")
-        yield f"127.0.0.1:{port}"
-    finally:
-        _stop(process)
+    with local_registry(tmp_path_factory.mktemp(f"fd-vm-registry-{WORKER}")) as address:
+        yield address
 
 
 def _push(docker: Engine, ref: str, repository: str) -> str:
