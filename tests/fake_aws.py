@@ -382,6 +382,11 @@ def engine(argv: list[str]) -> int:
         sys.stdin.read()
     if argv[:1] == ["push"]:
         fake.state["image_exists"] = True
+    if argv[:3] == ["buildx", "imagetools", "create"] and fake.state.get("copy_failures", 0) > 0:
+        fake.state["copy_failures"] -= 1  # a registry refusing the copy (copy_failures times)
+        fake.save()
+        print("ERROR: failed commit on ref: 400 Bad Request: blob unknown to registry", file=sys.stderr)
+        return 1
     if argv[:3] == ["buildx", "imagetools", "create"]:  # a carbon copy keeps the digest, unless told
         digest = "sha256:" + "ef" * 32 if fake.state.get("copy_changes_digest") else argv[-1].rsplit("@", 1)[1]
         fake.state.setdefault("ecr_digests", []).append(digest)

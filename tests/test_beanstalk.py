@@ -520,6 +520,21 @@ def test_deploy_stops_when_the_copy_changes_the_digest(eb_project: Path, tmp_pat
     assert _called(state, "elasticbeanstalk", "create-application-version") == []
 
 
+@pytest.mark.parametrize(("failures", "deployed"), [(2, True), (3, False)], ids=["refused-twice", "refused-thrice"])
+def test_a_refused_copy_is_tried_three_times(eb_project: Path, tmp_path: Path, failures: int, deployed: bool) -> None:
+    """A registry that refuses the copy (buildx against Distribution 2.8 does, now and then:
+    tests/test_ecr_copy.py) gets two more attempts; after the third the deploy stops."""
+    result, state = _deploy(eb_project, tmp_path, image_ref=CI_IMAGE, copy_failures=failures)
+    copies = [c for c in state["engine"] if c[:3] == ["buildx", "imagetools", "create"]]
+    assert len(copies) == 3 and result.stderr.count("trying again") == 2, result.stderr
+    if deployed:
+        assert result.returncode == 0, result.stderr
+        assert len(_called(state, "elasticbeanstalk", "create-application-version")) == 1
+    else:
+        assert result.returncode == 1 and "could not copy" in result.stderr, result.stderr
+        assert _called(state, "elasticbeanstalk", "create-application-version") == []
+
+
 def test_deploy_pushes_pins_versions_and_waits_for_green(eb_project: Path, tmp_path: Path) -> None:
     d = derived_from(ROWS[0])
     result, state = _deploy(eb_project, tmp_path, image_exists=False)
