@@ -207,10 +207,9 @@ PLATFORM_DIRS = {
 }
 
 IMAGE_PLATFORM = "linux/amd64"
-DEPLOYS_CI_IMAGE = ("digitalocean", "kubernetes", "vm", "aws_ecs", "aws_eb")
 # How the deploy scripts tell an image named by digest (bash `=~`, POSIX extended regex), one
-# pattern per rule, each written into the scripts through `sh_word`:
-# - "registry" (AWS ECS, Elastic Beanstalk, Kubernetes, VM): <registry host>/<repository>@sha256:<64 hex>.
+# pattern per rule, each written into the scripts through `sh_word` (railway.ts: `json_str`):
+# - "registry" (Railway, AWS ECS, Elastic Beanstalk, Kubernetes, VM): <registry host>/<repository>@sha256:<64 hex>.
 #   The registry host is required on every platform, Kubernetes and the VM included (they took a
 #   bare Docker Hub name before): an unqualified name is resolved by each engine's own settings
 #   (Docker and containerd say docker.io, Podman asks its unqualified-search-registries and
@@ -239,8 +238,8 @@ DEPLOY_SECRETS = {
 }
 
 PLATFORM_NEXT_STEPS = {
-    "railway": "Railway: `scripts/deploy.sh railway staging` plans and applies .railway/railway.ts, then deploys"
-    " (docs/deploy/railway.md).",
+    "railway": "Railway: `IMAGE_REF=<registry>/<name>@sha256:... scripts/deploy.sh railway staging` points"
+    " .railway/railway.ts at that image, plans, applies and waits until Railway runs it (docs/deploy/railway.md).",
     "digitalocean": "DigitalOcean: `scripts/deploy.sh digitalocean staging` with doctl (docs/deploy/digitalocean.md).",
     "aws_ecs": "AWS ECS: create the stack, then `scripts/deploy.sh aws_ecs staging` (docs/deploy/aws.md).",
     "aws_eb": (
@@ -443,8 +442,6 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # The one platform every image is built for, on every machine and in CI (an arm64
         # laptop would otherwise ship an image the amd64 hosts cannot run).
         "image_platform": IMAGE_PLATFORM,
-        # Platforms whose deploy takes the image CI built, by digest (the others build from source).
-        "platforms_deploying_ci_image": [p for p in platforms if p in DEPLOYS_CI_IMAGE],
         # GitHub secrets each deploy workflow reads, passed by name from CI.
         "deploy_secrets": DEPLOY_SECRETS,
         # `uses:` values of the GitHub workflows: owner/repo@commit # version.

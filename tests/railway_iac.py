@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -166,14 +167,21 @@ def typecheck(files: dict[str, str], scratch: Path, compiler_options: dict[str, 
     return errors
 
 
-def evaluate(files: dict[str, str], scratch: Path, environments: Iterable[str] = ENVIRONMENTS) -> dict[str, Any]:
-    """{name: {environment: definition or {"error": message}}} from one Node process."""
+def evaluate(
+    files: dict[str, str],
+    scratch: Path,
+    environments: Iterable[str] = ENVIRONMENTS,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """{name: {environment: definition or {"error": message}}} from one Node process, whose
+    environment is env (the variables the CLI's runner would pass on, IMAGE_REF among them)."""
     staged = stage(files, scratch)
     script = scratch / "evaluate.mjs"
     script.write_text(EVALUATE_JS)
     result = subprocess.run(
         [str(node()), str(script), ",".join(environments), *map(str, staged.values())],
         cwd=scratch,
+        env={"PATH": os.environ.get("PATH", ""), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,

@@ -155,8 +155,10 @@ def read_railway(project: Path, facts: Facts, scratch: Path) -> None:
     """.railway/railway.ts as Railway's CLI sees it: evaluated with the SDK for each environment."""
     from railway_iac import ENVIRONMENTS, SdkUnavailable, evaluate
 
+    # The file runs the image CI built: deploy.sh passes its digest, as this stand-in does.
+    image_ref = {"IMAGE_REF": "ghcr.io/acme/my-service@sha256:" + "ab" * 32}
     try:
-        by_env = evaluate({"railway": (project / ".railway/railway.ts").read_text()}, scratch)["railway"]
+        by_env = evaluate({"railway": (project / ".railway/railway.ts").read_text()}, scratch, env=image_ref)["railway"]
     except SdkUnavailable as exc:
         need(False, f"the railway npm SDK is needed to evaluate .railway/railway.ts: {exc}")
     slug = answers(project)["project_slug"]
@@ -671,6 +673,7 @@ DIGEST_RULES = {
     "deploy/aws_eb/deploy.sh": {"by_digest": "registry", "ecr_by_digest": "ecr"},
     "deploy/digitalocean/deploy.sh": {"by_digest": "ghcr"},
     "deploy/k8s/deploy.sh": {"by_digest": "registry"},
+    "deploy/railway/deploy.sh": {"by_digest": "registry"},
     "deploy/vm/deploy.sh": {"by_digest": "registry"},
 }
 PATTERN_ASSIGNMENT = re.compile(r"^(\w*by_digest)=(.+)$", re.MULTILINE)
@@ -730,7 +733,7 @@ def test_each_deploy_script_refuses_a_tag_and_takes_a_digest_by_its_pattern(
     pattern = _digest_patterns(every_platform / script)["by_digest"]
     stubs = tmp_path / "bin"
     stubs.mkdir()
-    for cli in ("aws", "doctl", "kubectl", "kustomize", "ssh", "docker"):
+    for cli in ("aws", "doctl", "kubectl", "kustomize", "ssh", "docker", "railway", "npm"):
         (stubs / cli).write_text(f'#!/bin/sh\necho "{cli} $*" >> "$STUB_LOG"\nexit 97\n')
         (stubs / cli).chmod(0o755)
     secrets = tmp_path / "secrets.env"  # DigitalOcean's, read before its first doctl call

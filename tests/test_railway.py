@@ -22,6 +22,8 @@ from deploy_checks import derived
 from railway_iac import ENVIRONMENTS, SdkUnavailable, evaluate, resource, sdk, typecheck
 
 TS_PATH = ".railway/railway.ts"
+# The image CI built, by digest: what scripts/deploy.sh passes the file as IMAGE_REF.
+IMAGE_REF = "ghcr.io/acme/my-service@sha256:" + "ab" * 32
 # Beyond the pairwise rows: every engine with Redis and each worker, SQLite, no database, a domain.
 EXTRA: list[dict[str, Any]] = [
     {"platforms": ["railway"]},  # the defaults, the project the docs show
@@ -60,7 +62,7 @@ def definitions(
 ) -> dict[str, dict[str, Any]]:
     """{set: {environment: evaluated definition}}, from one Node process for every file."""
     files = {name: (project / TS_PATH).read_text() for name, project in rendered.items()}
-    return evaluate(files, tmp_path_factory.mktemp("railway-eval"))
+    return evaluate(files, tmp_path_factory.mktemp("railway-eval"), env={"IMAGE_REF": IMAGE_REF})
 
 
 def compiler_options(project: Path) -> dict[str, Any]:
@@ -106,40 +108,58 @@ def test_tsc_refuses_misspelled_and_excess_properties(
         assert found and all(code in line for line in found), f"{name}: tsc said {found}, wanted {code}"
 
 
-def test_railway_builds_the_dockerfile_for_the_reason_its_docs_give(
+def test_services_run_ci_s_image_and_registry_credentials_stay_out_of_the_file(
+    rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]
+) -> None:
+    """Issue 13: Railway deploys the image CI built and tested, by digest, like the other
+    platforms: every service's source is IMAGE_REF (definition_problems checks each set), none is
+    built on Railway, and a private registry's credentials are never in the file: the SDK types
+    them as plain strings (preserve() does not type there), so they are set once in the service's
+    settings, and the CLI's plan leaves write-only credentials the file does not declare alone."""
+    for name, project in rendered.items():
+        source = (project / TS_PATH).read_text()
+        assert "registryCredentials" not in source and "DOCKERFILE" not in source, name
+        slug = answers_of(project)["project_slug"]
+        for env in ENVIRONMENTS:
+            services = [r for r in definitions[name][env]["resources"] if r["type"] == "service"]
+            assert services and all(r["source"] == {"type": "image", "image": IMAGE_REF} for r in services), (
+                name, env, [r.get("source") for r in services])  # fmt: skip
+            assert all("build" not in r for r in services), f"{name} {env}: a service is built on Railway"
+            assert resource(definitions[name][env], f"service.{slug}")["source"]["image"] == IMAGE_REF
+    page = (rendered["set0"] / "docs/deploy/railway.md").read_text()
+    section = page.split("## The image CI built", 1)[1].split("\n## ", 1)[0]
+    for claim in ("IMAGE_REF", "Pro plan", "Registry Credentials", "public", "registryCredentials"):
+        assert claim in section, claim
+
+
+# IMAGE_REF values the file must refuse, each with the reason its message gives.
+REFUSED_REFS = {
+    "unset": None,
+    "a tag": "ghcr.io/acme/my-service:main",
+    "a bare Docker Hub name": "acme/my-service@sha256:" + "ab" * 32,
+    "a short digest": "ghcr.io/acme/my-service@sha256:abc",
+}
+
+
+def test_the_file_refuses_an_image_not_named_by_digest(
     railway_sdk: Path, rendered: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Issue 13: the other platforms deploy CI's image by digest; Railway builds the Dockerfile.
-    docs/deploy/railway.md says why, from the pinned SDK's types: the file can name an image
-    source, but a private registry's credentials are plain strings of the graph, which preserve()
-    (what keeps SECRET_KEY out of the file) cannot stand for. tsc checks both claims here, so an SDK
-    that can keep them turns this red and the choice gets revisited."""
-    project = rendered[f"set{len(ANSWER_SETS) - len(EXTRA)}"]  # the defaults
+    """Without IMAGE_REF, or with a tag, evaluating the file fails, naming IMAGE_REF and the
+    form it takes: a plan or apply can never point a service at a mutable tag or at nothing.
+    The file's pattern is derive()'s registry rule, the one every deploy script checks."""
+    project = _project_with(rendered, platforms=["railway"])
     source = (project / TS_PATH).read_text()
-    assert 'const BUILD = { builder: "DOCKERFILE", dockerfilePath: "Dockerfile" } as const;' in source
-    assert "image(" not in source, "no service takes an image source"
-    old, imports = "    build: BUILD,\n", "import { "
-
-    assert source.count(old) == 1 and source.count(imports) == 1
-    image_ref = "ghcr.io/acme/my-service@sha256:" + "ab" * 32
-
-    def with_image(password: str) -> str:
-        """The web service with CI's image as its source and the registry's credentials."""
-        text = source.replace(imports, "import { image, ").replace(old, old + f'    source: image("{image_ref}"),\n')
-        credentials = f'      registryCredentials: {{ username: "acme", password: {password} }},\n'
-        return text.replace("    deploy: {\n", "    deploy: {\n" + credentials, 1)
-
-    errors = typecheck(
-        {"literal": with_image('"a-classic-token"'), "preserved": with_image("preserve()")},
-        tmp_path,
-        compiler_options(project),
-    )
-    assert errors["literal"] == [], "the SDK can name CI's image and plain credentials"
-    assert errors["preserved"] and all("TS2322" in e for e in errors["preserved"]), errors["preserved"]
-    page = (project / "docs/deploy/railway.md").read_text()
-    section = page.split("## Why Railway builds the image itself", 1)[1].split("\n## ", 1)[0]
-    for claim in ("registryCredentials", "preserve()", "Pro plan", "personal access token (classic)", "IMAGE_REF"):
-        assert claim in section, claim
+    pattern = derived(project)["image_ref_patterns"]["registry"]
+    assert f"new RegExp({json.dumps(pattern)})" in source
+    files = {"file": source}
+    for case, ref in REFUSED_REFS.items():
+        result = evaluate(files, tmp_path / case.replace(" ", "-"), env={} if ref is None else {"IMAGE_REF": ref})
+        for env in ENVIRONMENTS:
+            message = result["file"][env].get("error", "")
+            assert "IMAGE_REF" in message and "@sha256:" in message, (case, result["file"][env])
+            assert (ref or "") in message, (case, message)
+    taken = evaluate(files, tmp_path / "taken", env={"IMAGE_REF": "docker.io/acme/my-service@sha256:" + "cd" * 32})
+    assert all("error" not in taken["file"][env] for env in ENVIRONMENTS), taken
 
 
 def _variables(service: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +192,8 @@ def definition_problems(
 
     web = resource(definition, f"service.{slug}")
     deploy, variables = web["deploy"], _variables(web)
-    expect("web build", web["build"], {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"})
+    expect("web source", web.get("source"), {"type": "image", "image": IMAGE_REF})
+    expect("web build (none: CI built the image)", web.get("build"), None)
     expect("health check path", deploy["healthcheckPath"], values["health_ready_path"])
     expect("health check timeout", deploy["healthcheckTimeout"], values["startup_timeout"])
     expect("replicas", deploy["numReplicas"], 1 if sqlite else values["environments"][env]["replicas"])
@@ -239,7 +260,8 @@ def definition_problems(
     if values["has_worker"]:
         worker = resource(definition, f"service.{slug}-worker")
         wdeploy, wvars = worker["deploy"], _variables(worker)
-        expect("worker build", worker["build"], web["build"])
+        expect("worker source", worker.get("source"), web.get("source"))
+        expect("worker build", worker.get("build"), None)
         expect("worker command", wdeploy["startCommand"], values["worker_command"])
         expect("worker replicas", wdeploy["numReplicas"], 1)
         expect("worker draining", wdeploy["drainingSeconds"], values["kill_timeout"])
@@ -299,12 +321,17 @@ def test_no_rendered_project_contains_railway_json(rendered: dict[str, Path]) ->
 # ---------------------------------------------------------------------------------------------
 # deploy/railway/deploy.sh against a recording Railway CLI. The real CLI cannot be installed
 # offline (its npm package downloads a binary in a postinstall script), so this one does what
-# the docs say the real one does, and fails where it would: it finds .railway/railway.ts by
-# walking up, evaluates it with the real SDK for the linked environment (so a missing SDK or an
-# unknown environment fails the plan), refuses a plan while railway.json exists, answers
-# --detailed-exit-code with 0 or 2, refuses apply without --yes, refuses destructive changes
-# without --confirm-destructive, rejects unknown flags, and `up` fails for a service the
-# applied configuration does not have.
+# Railway's docs and the CLI's source (railwayapp/cli: config plan/apply, deployment list --json,
+# redeploy --from-source) say the real one does, and fails where it would: it finds
+# .railway/railway.ts by walking up, evaluates it with the real SDK for the linked environment
+# and the caller's environment (IMAGE_REF), refuses a plan while railway.json exists, answers
+# --detailed-exit-code with 0 or 2, refuses apply without --yes and destructive changes without
+# --confirm-destructive, rejects unknown flags, and models Railway's deployments: an apply that
+# creates or changes a service deploys its source image (the CLI's change set marks services
+# "deployEffect: deploy"), `redeploy --from-source` deploys the configured source again, a new
+# deployment passes through the statuses the test gives it (one per `deployment list`), and the
+# one that succeeds replaces (REMOVED) the one that served before. `up` is refused: nothing is
+# built on Railway.
 # ---------------------------------------------------------------------------------------------
 FAKE_RAILWAY = r"""#!PYTHON
 import json, os, subprocess, sys
@@ -321,6 +348,12 @@ def done(code, message=""):
         print(message, file=sys.stderr if code else sys.stdout)
     sys.exit(code)
 
+def value(*names):
+    for name in names:
+        if name in args:
+            return args[args.index(name) + 1]
+    return None
+
 FLAGS = {
     ("config", "plan"): {"--detailed-exit-code", "--json", "--show-values", "--verbose"},
     ("config", "apply"): {"--yes", "--confirm-destructive", "--json", "--show-values", "--verbose"},
@@ -333,6 +366,15 @@ if args[:1] == ["environment"] and len(args) == 2:
     state["linked"] = args[1]
     done(0, f"Activated environment {args[1]}")
 environment = state["token_environment"] if os.environ.get("RAILWAY_TOKEN") else state.get("linked")
+
+def services(env):
+    return {r["name"]: r for r in (state["remote"].get(env) or {}).get("resources", []) if r["type"] == "service"}
+
+def deploy(env, service, image):
+    state["counter"] = 1 + sum(len(d) for by in state["deployments"].values() for d in by.values())
+    statuses = state.get("outcomes", {}).get(service, ["SUCCESS"])
+    state["deployments"].setdefault(env, {}).setdefault(service, []).insert(
+        0, {"id": f"dep-{state['counter']}", "image": image, "statuses": list(statuses)})
 
 def evaluate():
     here = Path.cwd()
@@ -365,36 +407,60 @@ if tuple(args[:2]) in FLAGS:
     current = state["remote"].get(environment)
     changes = desired != current
     if args[1] == "plan":
-        state["planned"].append(environment)
+        state["planned"].append([environment, os.environ.get("IMAGE_REF")])
         done(2 if changes and "--detailed-exit-code" in args else 0,
              "Plan: changes pending" if changes else "Your Railway configuration is already up to date.")
     if "--yes" not in args:
         done(1, "Refusing to apply without confirmation in a non-interactive session: pass --yes")
     if state.get("destructive") and "--confirm-destructive" not in args:
         done(1, "The plan deletes resources: pass --confirm-destructive to apply it non-interactively")
+    before = services(environment)
     state["remote"][environment] = desired
+    for name, node in services(environment).items():
+        if before.get(name) != node and not state.get("apply_deploys_nothing"):
+            deploy(environment, name, (node.get("source") or {}).get("image"))
     done(0, "Applied")
+
+service, env = value("--service", "-s"), value("--environment", "-e")
 if args[:2] == ["variable", "list"]:
     if set(a for a in args[2:] if a.startswith("-")) - {"--service", "--environment", "--kv", "--json"}:
         done(2, "error: unexpected argument")
-    service, env = args[args.index("--service") + 1], args[args.index("--environment") + 1]
-    names = {r["name"] for r in (state["remote"].get(env) or {}).get("resources", []) if r["type"] == "service"}
-    if service not in names:
+    if service not in services(env):
         done(1, f"Service {service!r} not found in environment {env!r}")
     done(0, "\n".join(f"{k}={v}" for k, v in state["variables"].get(env, {}).items()))
-if args[:1] == ["up"]:
-    allowed = {"--ci", "--service", "--environment", "--detach"}
-    flags = [a for a in args[1:] if a.startswith("-")]
-    if set(flags) - allowed:
-        done(2, f"error: unexpected argument '{sorted(set(flags) - allowed)[0]}' found")
-    service, env = args[args.index("--service") + 1], args[args.index("--environment") + 1]
-    names = {r["name"] for r in (state["remote"].get(env) or {}).get("resources", []) if r["type"] == "service"}
-    if service not in names:
+if args[:2] == ["deployment", "list"]:
+    if set(a for a in args[2:] if a.startswith("-")) - {"--service", "--environment", "--limit", "--json"}:
+        done(2, "error: unexpected argument")
+    if "--json" not in args or service not in services(env):
         done(1, f"Service {service!r} not found in environment {env!r}")
-    if state.get("build_fails"):
-        done(1, "Build failed")
-    state["deployed"].append([service, env])
-    done(0, "Deploy complete")
+    listed = state["deployments"].get(env, {}).get(service, [])
+    for entry in listed:  # each list shows a pending deployment one status further
+        if len(entry["statuses"]) > 1:
+            entry["statuses"].pop(0)
+        if entry["statuses"] == ["SUCCESS"]:
+            for older in listed:
+                if older is not entry and older["statuses"] == ["SUCCESS"]:
+                    older["statuses"] = ["REMOVED"]
+    out = [{"id": e["id"], "status": e["statuses"][0], "createdAt": "2026-12-02T10:00:00Z",
+            "meta": {"image": e["image"], "imageDigest": (e["image"] or "@").split("@")[-1]}}
+           for e in listed[: int(value("--limit") or 20)]]
+    done(0, json.dumps(out, indent=2))
+if args[:1] == ["redeploy"]:
+    allowed = {"--service", "--environment", "--yes", "--json", "--from-source"}
+    if set(a for a in args[1:] if a.startswith("-")) - allowed:
+        done(2, "error: unexpected argument")
+    if "--yes" not in args:
+        done(1, "Cannot prompt in a non-interactive terminal: pass --yes")
+    if service not in services(env):
+        done(1, "The service specified doesn't exist in the current environment")
+    if "--from-source" in args:
+        deploy(env, service, (services(env)[service].get("source") or {}).get("image"))
+        done(0, json.dumps({"success": True}))
+    latest = state["deployments"].get(env, {}).get(service, [])
+    if not latest:
+        done(1, "No deployment found for service")
+    deploy(env, service, latest[0]["image"])
+    done(0, json.dumps({"id": f"dep-{state['counter']}"}))
 done(2, f"error: unrecognized subcommand {args!r}")
 """
 
@@ -416,6 +482,7 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
         sdk_installed: bool = True,
         real_npm: bool = False,
         files: dict[str, str] | None = None,
+        image_ref: str | None = IMAGE_REF,
         **state: Any,
     ) -> Any:
         work = tmp_path / "work" / project.name
@@ -447,8 +514,8 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
         defaults = {
             "environments": list(ENVIRONMENTS),
             "remote": {},
+            "deployments": {},
             "planned": [],
-            "deployed": [],
             "calls": [],
             "variables": {env: dict(secret) for env in ENVIRONMENTS},
         }
@@ -459,8 +526,14 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
             "FAKE_STATE": str(state_file),
             "FAKE_NODE": str(node()),
             "FAKE_EVALUATE": str(evaluate_js),
+            # No waiting between polls, nor for an apply's deployment to appear.
+            "RAILWAY_POLL_SECONDS": "0",
+            "RAILWAY_APPEAR_SECONDS": "0",
         }
-        env.pop("RAILWAY_TOKEN", None)
+        for name in ("RAILWAY_TOKEN", "IMAGE_REF"):
+            env.pop(name, None)
+        if image_ref is not None:
+            env["IMAGE_REF"] = image_ref
         env.update(extra_env)
         result = subprocess.run(
             [str(work / args[0]), *args[1:]], cwd=work, env=env, capture_output=True, text=True, timeout=120
@@ -477,28 +550,129 @@ def _project_with(rendered: dict[str, Path], **want: Any) -> Path:
     raise AssertionError(f"no Railway answer set has {want}")
 
 
-def test_deploy_plans_applies_then_deploys_web_and_worker(
+def _running(state: dict[str, Any], env: str, service: str) -> list[str]:
+    """The images of the service's deployments Railway counts as serving (SUCCESS)."""
+    return [d["image"] for d in state["deployments"].get(env, {}).get(service, []) if d["statuses"][-1] == "SUCCESS"]
+
+
+def _ran(state: dict[str, Any], *prefix: str) -> list[list[str]]:
+    return [c for c in state["calls"] if c[: len(prefix)] == list(prefix)]
+
+
+OTHER_REF = "ghcr.io/acme/my-service@sha256:" + "cd" * 32
+
+
+def test_deploy_applies_ci_s_digest_and_waits_until_railway_runs_it(
     rendered: dict[str, Path], definitions: dict[str, dict[str, Any]], deploy_run: Any
 ) -> None:
+    """A new environment: the apply creates the services with IMAGE_REF as their source, which
+    deploys them; the script waits until each deployment of that digest succeeds. Nothing is
+    uploaded or built (no `railway up`), nothing redeployed twice."""
     project = _project_with(rendered, worker="celery", database="mysql")
     name = next(n for n, p in rendered.items() if p == project)
-    result, state = deploy_run(project, ["scripts/deploy.sh", "railway", "staging"])
-    assert result.returncode == 0, result.stderr
-    calls = [c for c in state["calls"] if c != ["--version"]]
+    result, state = deploy_run(
+        project, ["scripts/deploy.sh", "railway", "staging"],
+        outcomes={"my-service": ["INITIALIZING", "DEPLOYING", "SUCCESS"]},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [c for c in state["calls"] if c[:2] != ["deployment", "list"]]
     assert calls == [
         ["environment", "staging"],
+        ["variable", "list", "--service", "my-service", "--environment", "staging", "--kv"],
         ["config", "plan", "--detailed-exit-code"],
         ["config", "apply", "--yes"],
         ["variable", "list", "--service", "my-service", "--environment", "staging", "--kv"],
-        ["up", "--ci", "--service", "my-service", "--environment", "staging"],
-        ["up", "--ci", "--service", "my-service-worker", "--environment", "staging"],
     ]
+    assert state["planned"] == [["staging", IMAGE_REF]], "the plan saw IMAGE_REF"
     assert state["remote"]["staging"] == definitions[name]["staging"], "apply sent the evaluated staging definition"
+    for service in ("my-service", "my-service-worker"):
+        assert _running(state, "staging", service) == [IMAGE_REF], service
+    assert "dep-1 DEPLOYING" in result.stdout, "it waited while the deployment was DEPLOYING"
+    assert f"my-service runs {IMAGE_REF}" in result.stdout
     assert "k" * 48 not in result.stdout + result.stderr, "the secret check printed the secret"
-    # A second deploy finds nothing to change: plan exits 0 and apply is skipped.
-    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], remote=state["remote"])
-    assert result.returncode == 0, result.stderr
-    assert ["config", "apply", "--yes"] not in state["calls"] and "nothing to apply" in result.stdout
+
+
+def test_the_same_digest_again_deploys_nothing_and_a_new_one_replaces_it(
+    rendered: dict[str, Path], deploy_run: Any
+) -> None:
+    project = _project_with(rendered, worker="celery", database="mysql")
+    _, first = deploy_run(project, ["deploy/railway/deploy.sh", "staging"])
+    again, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "staging"], remote=first["remote"], deployments=first["deployments"]
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not _ran(state, "config", "apply") and not _ran(state, "redeploy") and "nothing to apply" in again.stdout
+    assert "already runs" in again.stdout and state["deployments"] == first["deployments"]
+    # The next commit's digest: the plan finds the source changed, the apply deploys it.
+    new, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "staging"], image_ref=OTHER_REF,
+        remote=first["remote"], deployments=first["deployments"],
+    )  # fmt: skip
+    assert new.returncode == 0, new.stdout + new.stderr
+    assert _ran(state, "config", "apply") and not _ran(state, "redeploy")
+    for service in ("my-service", "my-service-worker"):
+        assert _running(state, "staging", service) == [OTHER_REF], service
+    assert f"IMAGE_REF={IMAGE_REF} scripts/deploy.sh railway staging" in new.stdout, "the rollback names the digest"
+
+
+def test_rolling_back_deploys_the_previous_digest_again(rendered: dict[str, Path], deploy_run: Any) -> None:
+    """Roll back = the previous digest as IMAGE_REF. Railway still lists its old deployment
+    (REMOVED): the script must not take that for the release; the apply deploys it anew."""
+    project = _project_with(rendered, platforms=["railway"])
+    _, first = deploy_run(project, ["deploy/railway/deploy.sh", "production"])
+    _, second = deploy_run(
+        project, ["deploy/railway/deploy.sh", "production"], image_ref=OTHER_REF,
+        remote=first["remote"], deployments=first["deployments"],
+    )  # fmt: skip
+    old = second["deployments"]["production"]["my-service"][-1]
+    assert old["image"] == IMAGE_REF and old["statuses"] == ["REMOVED"]
+    back, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "production"], remote=second["remote"], deployments=second["deployments"]
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+    latest = state["deployments"]["production"]["my-service"][0]
+    assert latest["image"] == IMAGE_REF and latest["statuses"] == ["SUCCESS"] and latest["id"] != old["id"]
+    assert _running(state, "production", "my-service") == [IMAGE_REF]
+
+
+def test_an_unchanged_file_that_does_not_run_its_image_is_redeployed_from_source(
+    rendered: dict[str, Path], deploy_run: Any
+) -> None:
+    """The source already is IMAGE_REF but its deployment failed (say SECRET_KEY was missing):
+    the plan has nothing to apply, so the script asks Railway to deploy the configured source."""
+    project = _project_with(rendered, platforms=["railway"])
+    _, failed = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], outcomes={"my-service": ["FAILED"]})
+    result, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "staging"], remote=failed["remote"], deployments=failed["deployments"]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not _ran(state, "config", "apply")
+    assert _ran(state, "redeploy") == [
+        ["redeploy", "--from-source", "--yes", "--service", "my-service", "--environment", "staging"]
+    ]
+    assert _running(state, "staging", "my-service") == [IMAGE_REF]
+
+
+def test_an_apply_whose_deployment_never_appears_is_redeployed_from_source(
+    rendered: dict[str, Path], deploy_run: Any
+) -> None:
+    project = _project_with(rendered, platforms=["railway"])
+    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], apply_deploys_nothing=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    redeployed = [c[c.index("--service") + 1] for c in _ran(state, "redeploy")]
+    assert "my-service" in redeployed and len(redeployed) == len(set(redeployed)), redeployed
+    assert _running(state, "staging", "my-service") == [IMAGE_REF]
+
+
+@pytest.mark.parametrize("ref", [None, "ghcr.io/acme/my-service:main", "acme/my-service@sha256:" + "ab" * 32])
+def test_deploy_refuses_an_image_not_named_by_digest_before_any_railway_call(
+    ref: str | None, rendered: dict[str, Path], deploy_run: Any
+) -> None:
+    project = _project_with(rendered, platforms=["railway"])
+    result, state = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], image_ref=ref)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "IMAGE_REF" in result.stderr and "@sha256:" in result.stderr and (ref or "") in result.stderr
+    assert state["calls"] == []
 
 
 def test_deploy_with_a_project_token_uses_its_environment(rendered: dict[str, Path], deploy_run: Any) -> None:
@@ -506,50 +680,72 @@ def test_deploy_with_a_project_token_uses_its_environment(rendered: dict[str, Pa
     result, state = deploy_run(
         project, ["deploy/railway/deploy.sh", "production"], token_environment="production", env={"RAILWAY_TOKEN": "t"}
     )
-    assert result.returncode == 0, result.stderr
-    assert ["environment", "production"] not in state["calls"] and state["planned"] == ["production"]
-    assert state["deployed"] == [["my-service", "production"]]
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not _ran(state, "environment") and state["planned"] == [["production", IMAGE_REF]]
+    assert _running(state, "production", "my-service") == [IMAGE_REF]
+
+
+# The steps in the order the script runs them, and the calls each makes.
+STEPS = {
+    "sdk": [],
+    "link": [["environment"]],
+    "secrets": [["variable", "list"]],
+    "plan": [["config", "plan"]],
+    "apply": [["config", "apply"]],
+    "deploy": [["redeploy"]],
+}
 
 
 @pytest.mark.parametrize(
-    ("case", "step"),
+    ("case", "step", "fails_after"),
     [
-        ("sdk missing and npm offline", "sdk"),
-        ("environment not on Railway", "link"),
-        ("railway.json still there", "plan"),
-        ("destructive change", "apply"),
-        ("no SECRET_KEY yet", "secrets"),
-        ("build fails", "deploy"),
+        ("sdk missing and npm offline", "sdk", []),
+        ("environment not on Railway", "link", []),
+        ("no SECRET_KEY on the service", "secrets", []),
+        ("railway.json still there", "plan", []),
+        ("destructive change", "apply", []),
+        ("a new environment without SECRET_KEY", "secrets", ["plan", "apply"]),
+        ("the deployment fails", "deploy", ["plan", "apply", "secrets"]),
+        ("the deployment crashes", "deploy", ["plan", "apply", "secrets"]),
     ],
 )
 def test_a_failed_step_stops_the_deploy_and_is_named(
-    case: str, step: str, rendered: dict[str, Path], deploy_run: Any
+    case: str, step: str, fails_after: list[str], rendered: dict[str, Path], deploy_run: Any
 ) -> None:
     project = _project_with(rendered, platforms=["railway"])
+    existing: dict[str, Any] = {}
+    if case in ("no SECRET_KEY on the service", "the deployment crashes"):  # staging runs IMAGE_REF already
+        _, deployed = deploy_run(project, ["deploy/railway/deploy.sh", "staging"])
+        existing = {"remote": deployed["remote"], "deployments": deployed["deployments"]}
     state: dict[str, Any] = {
         "sdk missing and npm offline": {"sdk_installed": False},
         "environment not on Railway": {"environments": ["production"]},
+        "no SECRET_KEY on the service": {"variables": {"staging": {"PORT": "8000"}}, **existing},
         "railway.json still there": {"files": {"railway.json": '{"deploy": {"numReplicas": 3}}'}},
         "destructive change": {"destructive": True},
-        "no SECRET_KEY yet": {"variables": {"staging": {"PORT": "8000"}}},
-        "build fails": {"build_fails": True},
-    }[case]
+        "a new environment without SECRET_KEY": {"variables": {"staging": {"PORT": "8000"}}},
+        "the deployment fails": {"outcomes": {"my-service": ["DEPLOYING", "FAILED"]}},
+        "the deployment crashes": {"outcomes": {"my-service": ["CRASHED"]}, "image_ref": OTHER_REF,
+                                   **existing},
+    }[case]  # fmt: skip
     result, recorded = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], **state)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert f"stopped at step '{step}'" in result.stderr, result.stderr
     if step == "secrets":
         assert "railway variable set SECRET_KEY --stdin --service my-service --environment staging" in result.stderr
-    order = ["sdk", "link", "plan", "apply", "secrets", "deploy"]
-    later = {
-        "link": ["environment"],
-        "plan": ["config", "plan"],
-        "apply": ["config", "apply"],
-        "secrets": ["variable", "list"],
-        "deploy": ["up"],
-    }
+    if step == "deploy":
+        failed = recorded["deployments"]["staging"]["my-service"][0]
+        assert failed["id"] in result.stderr and f"railway logs {failed['id']}" in result.stderr
+        assert failed["statuses"][-1] in result.stderr
+    order = list(STEPS)
     for after in order[order.index(step) + 1 :]:
-        ran = [c for c in recorded["calls"] if c[: len(later[after])] == later[after]]
-        assert not ran, f"{after} ran after {step} failed"
+        if after in fails_after:
+            continue
+        for prefix in STEPS[after]:
+            assert not _ran(recorded, *prefix), f"{after} ran after {step} failed: {recorded['calls']}"
+    if step != "deploy":  # nor did anything wait for a deployment
+        assert not recorded["calls"] or recorded["calls"][-1][:2] != ["deployment", "list"], recorded["calls"]
+    assert not _ran(recorded, "up"), "nothing is uploaded to Railway"
 
 
 def test_sqlite_file_is_on_the_volume(rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]) -> None:
@@ -627,4 +823,4 @@ def test_deploy_installs_the_pinned_sdk_with_npm(rendered: dict[str, Path], depl
     assert installed == packages()["railway"]
     assert not (railway / "node_modules" / "typescript").exists(), "--omit=dev: the type checker is not deployed"
     assert not (railway / "package-lock.json").exists()
-    assert state["deployed"][0] == ["my-service", "staging"]
+    assert _running(state, "staging", "my-service") == [IMAGE_REF]

@@ -204,9 +204,8 @@ def test_deploy_workflows_use_least_privilege_and_no_stored_cloud_keys(rendered:
         assert secrets_used == expected_secret, (platform, secrets_used)
 
 
-# Issue 13: the platforms that deploy the image CI built, by digest (Railway builds from the
-# Dockerfile: docs/deploy/railway.md says why; the VM is another helper's).
-BY_DIGEST = ("digitalocean", "kubernetes", "aws_ecs", "aws_eb")
+# Issue 13: every platform deploys the image CI built, by digest.
+BY_DIGEST = ("railway", "digitalocean", "kubernetes", "vm", "aws_ecs", "aws_eb")
 
 
 @pytest.mark.parametrize("key", SETS)
@@ -219,12 +218,12 @@ def test_ci_hands_its_image_digest_to_each_deploy_that_takes_one(rendered: Calla
         job = ci["jobs"][f"deploy-{folder}"]
         deploy = load(project / f".github/workflows/deploy-{platform}.yml")
         (deploy_job,) = deploy["jobs"].values()
-        if platform in BY_DIGEST:
-            assert job["with"]["image"] == "${{ needs.image.outputs.image }}", platform
-            assert deploy[True]["workflow_call"]["inputs"]["image"]["required"] is True
-            assert deploy_job["env"]["IMAGE_REF"] == "${{ inputs.image }}"
-            # A reusable workflow gets at most its caller's permissions.
-            assert set(deploy_job["permissions"].items()) <= set(job["permissions"].items()), platform
+        assert platform in BY_DIGEST, platform
+        assert job["with"]["image"] == "${{ needs.image.outputs.image }}", platform
+        assert deploy[True]["workflow_call"]["inputs"]["image"]["required"] is True
+        assert deploy_job["env"]["IMAGE_REF"] == "${{ inputs.image }}"
+        # A reusable workflow gets at most its caller's permissions.
+        assert set(deploy_job["permissions"].items()) <= set(job["permissions"].items()), platform
 
 
 @pytest.mark.parametrize("key", ["all-postgresql-celery", "vm-railway-sqlite", "railway-mysql"])
