@@ -123,7 +123,7 @@ def sdk() -> Path:
         return folder
 
 
-def stage(files: dict[str, str], scratch: Path) -> dict[str, Path]:
+def stage(files: dict[str, str], scratch: Path, suffix: str = ".ts") -> dict[str, Path]:
     """Write each {name: TypeScript source} into scratch beside a node_modules link to the SDK."""
     scratch.mkdir(parents=True, exist_ok=True)
     modules = scratch / "node_modules"
@@ -132,15 +132,18 @@ def stage(files: dict[str, str], scratch: Path) -> dict[str, Path]:
     (scratch / "package.json").write_text('{"private": true, "type": "module"}\n')
     staged = {}
     for name, source in files.items():
-        path = scratch / f"{name}.ts"
+        path = scratch / f"{name}{suffix}"
         path.write_text(source)
         staged[name] = path
     return staged
 
 
-def typecheck(files: dict[str, str], scratch: Path, compiler_options: dict[str, Any]) -> dict[str, list[str]]:
-    """tsc --strict --noEmit over every file at once: {name: [error lines]} (empty when clean)."""
-    staged = stage(files, scratch)
+def typecheck(
+    files: dict[str, str], scratch: Path, compiler_options: dict[str, Any], suffix: str = ".ts"
+) -> dict[str, list[str]]:
+    """tsc --strict --noEmit over every file at once: {name: [error lines]} (empty when clean).
+    With suffix ".mjs" and allowJs/checkJs in the options, JavaScript checked by its JSDoc types."""
+    staged = stage(files, scratch, suffix)
     config = scratch / "tsconfig.json"
     config.write_text(
         json.dumps({"compilerOptions": compiler_options, "files": [p.name for p in staged.values()]}, indent=2)

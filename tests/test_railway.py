@@ -24,6 +24,7 @@ from railway_iac import ENVIRONMENTS, SdkUnavailable, evaluate, resource, sdk, t
 TS_PATH = ".railway/railway.ts"
 # The image CI built, by digest: what scripts/deploy.sh passes the file as IMAGE_REF.
 IMAGE_REF = "ghcr.io/acme/my-service@sha256:" + "ab" * 32
+OTHER_REF = "ghcr.io/acme/my-service@sha256:" + "cd" * 32  # the next commit's
 # Beyond the pairwise rows: every engine with Redis and each worker, SQLite, no database, a domain.
 EXTRA: list[dict[str, Any]] = [
     {"platforms": ["railway"]},  # the defaults, the project the docs show
@@ -130,6 +131,46 @@ def test_services_run_ci_s_image_and_registry_credentials_stay_out_of_the_file(
     section = page.split("## The image CI built", 1)[1].split("\n## ", 1)[0]
     for claim in ("IMAGE_REF", "Pro plan", "Registry Credentials", "public", "registryCredentials"):
         assert claim in section, claim
+
+
+def test_the_deployments_reader_type_checks_and_reads_railway_s_list(
+    railway_sdk: Path, rendered: dict[str, Path], tmp_path: Path
+) -> None:
+    """deploy/railway/deployments.mjs, what deploy.sh reads Railway's deployment list with: tsc
+    --strict --checkJs finds nothing in it, and it reads the list as the CLI prints it (id,
+    status, createdAt, meta), by image or by the digest Railway recorded, skipping what the
+    baseline held, and refuses what is not a list of deployments."""
+    import subprocess
+
+    from railway_iac import node
+
+    project = _project_with(rendered, platforms=["railway"])
+    reader = project / "deploy/railway/deployments.mjs"
+    options = compiler_options(project) | {"allowJs": True, "checkJs": True}
+    assert typecheck({"deployments": reader.read_text()}, tmp_path / "tsc", options, suffix=".mjs") == {
+        "deployments": []
+    }
+
+    def listed(*deployments: tuple[str, str, dict[str, str]]) -> str:
+        return json.dumps([{"id": i, "status": st, "createdAt": "2026-12-02T10:00:00Z", "meta": m}
+                           for i, st, m in deployments])  # fmt: skip
+
+    def read(args: list[str], stdin: str, baseline: str = "[]") -> tuple[int, str]:
+        (tmp_path / "baseline.json").write_text(baseline)
+        result = subprocess.run([str(node()), str(reader), *args], input=stdin, capture_output=True, text=True)
+        return result.returncode, (result.stdout + result.stderr).strip()
+
+    old = ("d1", "REMOVED", {"image": IMAGE_REF})
+    serving = ("d2", "SUCCESS", {"image": OTHER_REF})
+    by_digest = ("d3", "DEPLOYING", {"image": "ghcr.io/acme/renamed", "imageDigest": IMAGE_REF.split("@")[1]})
+    release = ["release", IMAGE_REF, str(tmp_path / "baseline.json")]
+    assert read(["active"], listed(serving, old)) == (0, OTHER_REF)
+    assert read(release, listed(serving, old), baseline=listed(serving, old)) == (0, "absent -")
+    assert read(release, listed(by_digest, serving, old), baseline=listed(serving, old)) == (0, "DEPLOYING d3")
+    assert read(["release", OTHER_REF, str(tmp_path / "baseline.json")], listed(serving), listed(serving)) == (
+        0, "running d2")  # fmt: skip
+    code, said = read(["active"], '{"error": "Unauthorized"}')
+    assert code != 0 and "railway deployment list --json" in said, said
 
 
 # IMAGE_REF values the file must refuse, each with the reason its message gives.
@@ -557,9 +598,6 @@ def _running(state: dict[str, Any], env: str, service: str) -> list[str]:
 
 def _ran(state: dict[str, Any], *prefix: str) -> list[list[str]]:
     return [c for c in state["calls"] if c[: len(prefix)] == list(prefix)]
-
-
-OTHER_REF = "ghcr.io/acme/my-service@sha256:" + "cd" * 32
 
 
 def test_deploy_applies_ci_s_digest_and_waits_until_railway_runs_it(
