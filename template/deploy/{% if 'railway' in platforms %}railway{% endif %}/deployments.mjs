@@ -12,7 +12,13 @@
 // the digest it pulled as meta.imageDigest).
 import { readFileSync } from "node:fs";
 
-/** @typedef {{ id: string, status: string, meta?: { image?: string, imageDigest?: string } | null }} Deployment */
+/**
+ * One entry of the list, as the CLI prints it.
+ * @typedef {object} Deployment
+ * @property {string} id
+ * @property {string} status SUCCESS, FAILED, CRASHED, DEPLOYING, ... (Railway's deployment statuses)
+ * @property { {image?: string, imageDigest?: string} | null } [meta] what Railway records of its source
+ */
 
 /** @param {string} text @returns {Deployment[]} */
 function parse(text) {
