@@ -113,6 +113,9 @@ def test_deploy_dispatch_usage_and_exit_codes(rendered: Callable[..., Path]) -> 
     vm_default = sh([str(script), "vm"], project, env)
     assert "production VM" in vm_default.stderr
     railway = sh([str(script), "railway", "staging"], project, env)
+    assert railway.returncode == 2 and "IMAGE_REF" in railway.stderr, railway.stderr  # before any tool
+    digest = {"IMAGE_REF": "ghcr.io/acme/my-service@sha256:" + "ab" * 32}
+    railway = sh([str(script), "railway", "staging"], project, env | digest)
     assert railway.returncode == 127 and "railway not found" in railway.stderr and "railway CLI" in railway.stderr
 
 
