@@ -365,8 +365,10 @@ def test_no_rendered_project_contains_railway_json(rendered: dict[str, Path]) ->
 # Railway's docs and the CLI's source (railwayapp/cli: config plan/apply, deployment list --json,
 # redeploy --from-source) say the real one does, and fails where it would: it finds
 # .railway/railway.ts by walking up, evaluates it with the real SDK for the linked environment
-# and the caller's environment (IMAGE_REF), refuses a plan while railway.json exists, answers
-# --detailed-exit-code with 0 or 2, refuses apply without --yes and destructive changes without
+# and the caller's environment (IMAGE_REF, DEPLOY_ENVIRONMENT) with the empty context the CLI's own
+# engine passes since 5.42 (railwayapp/cli#1137; context="populated" passes the SDK's), refuses a
+# plan while railway.json exists, prints the plan's JSON with the environment it is for (a project
+# token's own), answers --detailed-exit-code with 0 or 2, refuses apply without --yes and destructive changes without
 # --confirm-destructive, rejects unknown flags, and models Railway's deployments: an apply that
 # creates or changes a service deploys its source image (the CLI's change set marks services
 # "deployEffect: deploy"), `redeploy --from-source` deploys the configured source again, a new
@@ -377,6 +379,16 @@ def test_no_rendered_project_contains_railway_json(rendered: dict[str, Path]) ->
 FAKE_RAILWAY = r"""#!PYTHON
 import json, os, subprocess, sys
 from pathlib import Path
+
+EMPTY_CONTEXT = '''
+import { pathToFileURL } from "node:url";
+try {
+  const program = (await import(pathToFileURL(process.argv[2]).href)).default;
+  process.stdout.write(JSON.stringify(await program({})));
+} catch (error) {
+  process.stdout.write(JSON.stringify({ error: String(error instanceof Error ? error.message : error) }));
+}
+'''
 
 state_file = Path(os.environ["FAKE_STATE"])
 state = json.loads(state_file.read_text())
@@ -417,6 +429,8 @@ def deploy(env, service, image):
     state["deployments"].setdefault(env, {}).setdefault(service, []).insert(
         0, {"id": f"dep-{state['counter']}", "image": image, "statuses": list(statuses)})
 
+PENDING = {"BUILDING", "DEPLOYING", "INITIALIZING", "NEEDS_APPROVAL", "QUEUED", "WAITING"}
+
 def evaluate():
     here = Path.cwd()
     for folder in [here, *here.parents]:
@@ -430,12 +444,19 @@ def evaluate():
         done(1, "No linked environment: run railway link")
     # Evaluated beside the file, so "railway/iac" resolves from .railway/node_modules as it must.
     runner = folder / ".railway" / ".evaluate.mjs"
-    runner.write_text(Path(os.environ["FAKE_EVALUATE"]).read_text())
-    result = subprocess.run([os.environ["FAKE_NODE"], str(runner), environment,
-                             str(folder / ".railway" / "railway.ts")], capture_output=True, text=True)
+    if state.get("context") == "populated":  # the SDK's context for the environment
+        runner.write_text(Path(os.environ["FAKE_EVALUATE"]).read_text())
+        argv = [environment, str(folder / ".railway" / "railway.ts")]
+    else:  # as src/iac/eval.rs does: exported({})
+        runner.write_text(EMPTY_CONTEXT)
+        argv = [str(folder / ".railway" / "railway.ts")]
+    result = subprocess.run([os.environ["FAKE_NODE"], str(runner), *argv], capture_output=True, text=True)
     if result.returncode != 0:
         done(1, "Failed to evaluate .railway/railway.ts:\n" + result.stderr)
-    definition = next(iter(json.loads(result.stdout).values()))[environment]
+    evaluated = json.loads(result.stdout)
+    if state.get("context") == "populated":
+        evaluated = next(iter(evaluated.values()))[environment]
+    definition = evaluated
     if "error" in definition:
         done(1, "Failed to evaluate .railway/railway.ts: " + definition["error"])
     return definition
@@ -449,8 +470,15 @@ if tuple(args[:2]) in FLAGS:
     changes = desired != current
     if args[1] == "plan":
         state["planned"].append([environment, os.environ.get("IMAGE_REF")])
-        done(2 if changes and "--detailed-exit-code" in args else 0,
-             "Plan: changes pending" if changes else "Your Railway configuration is already up to date.")
+        code = 2 if changes and "--detailed-exit-code" in args else 0
+        if "--json" in args:
+            print(json.dumps({"ok": True, "command": "plan", "file": ".railway/railway.ts",
+                              "currentEnvironment": {"environmentId": f"env-{environment}",
+                                                     "environmentName": environment},
+                              "changeSet": {"changes": [{"kind": "update"}] if changes else []},
+                              "diagnostics": []}, indent=2))
+            done(code)
+        done(code, "Plan: changes pending" if changes else "Your Railway configuration is already up to date.")
     if "--yes" not in args:
         done(1, "Refusing to apply without confirmation in a non-interactive session: pass --yes")
     if state.get("destructive") and "--confirm-destructive" not in args:
@@ -466,14 +494,18 @@ service, env = value("--service", "-s"), value("--environment", "-e")
 if args[:2] == ["variable", "list"]:
     if set(a for a in args[2:] if a.startswith("-")) - {"--service", "--environment", "--kv", "--json"}:
         done(2, "error: unexpected argument")
+    if state.get("cli_fails"):
+        done(1, "Unauthorized. Please run `railway login` again.")
     if service not in services(env):
-        done(1, f"Service {service!r} not found in environment {env!r}")
+        done(1, f'Service "{service}" not found.')
     done(0, "\n".join(f"{k}={v}" for k, v in state["variables"].get(env, {}).items()))
 if args[:2] == ["deployment", "list"]:
     if set(a for a in args[2:] if a.startswith("-")) - {"--service", "--environment", "--limit", "--json"}:
         done(2, "error: unexpected argument")
+    if state.get("cli_fails") or state.get("list_fails"):
+        done(1, "Unauthorized. Please run `railway login` again.")
     if "--json" not in args or service not in services(env):
-        done(1, f"Service {service!r} not found in environment {env!r}")
+        done(1, f'Service "{service}" not found.')
     listed = state["deployments"].get(env, {}).get(service, [])
     for entry in listed:  # each list shows a pending deployment one status further
         if len(entry["statuses"]) > 1:
@@ -482,8 +514,11 @@ if args[:2] == ["deployment", "list"]:
             for older in listed:
                 if older is not entry and older["statuses"] == ["SUCCESS"]:
                     older["statuses"] = ["REMOVED"]
-    out = [{"id": e["id"], "status": e["statuses"][0], "createdAt": "2026-12-02T10:00:00Z",
-            "meta": {"image": e["image"], "imageDigest": (e["image"] or "@").split("@")[-1]}}
+    def meta(e):  # with meta_after_pull, Railway records the image only once it has pulled it
+        if state.get("meta_after_pull") and e["statuses"][0] in PENDING:
+            return {}
+        return {"image": e["image"], "imageDigest": (e["image"] or "@").split("@")[-1]}
+    out = [{"id": e["id"], "status": e["statuses"][0], "createdAt": "2026-12-02T10:00:00Z", "meta": meta(e)}
            for e in listed[: int(value("--limit") or 20)]]
     done(0, json.dumps(out, indent=2))
 if args[:1] == ["redeploy"]:
@@ -567,11 +602,12 @@ def deploy_run(railway_sdk: Path, tmp_path: Path) -> Any:
             "FAKE_STATE": str(state_file),
             "FAKE_NODE": str(node()),
             "FAKE_EVALUATE": str(evaluate_js),
-            # No waiting between polls, nor for an apply's deployment to appear.
+            # No waiting between polls, for an apply's deployment to appear, nor after a start.
             "RAILWAY_POLL_SECONDS": "0",
             "RAILWAY_APPEAR_SECONDS": "0",
+            "RAILWAY_SETTLE_SECONDS": "0",
         }
-        for name in ("RAILWAY_TOKEN", "IMAGE_REF"):
+        for name in ("RAILWAY_TOKEN", "IMAGE_REF", "DEPLOY_ENVIRONMENT"):
             env.pop(name, None)
         if image_ref is not None:
             env["IMAGE_REF"] = image_ref
@@ -617,7 +653,7 @@ def test_deploy_applies_ci_s_digest_and_waits_until_railway_runs_it(
     assert calls == [
         ["environment", "staging"],
         ["variable", "list", "--service", "my-service", "--environment", "staging", "--kv"],
-        ["config", "plan", "--detailed-exit-code"],
+        ["config", "plan", "--json", "--detailed-exit-code"],
         ["config", "apply", "--yes"],
         ["variable", "list", "--service", "my-service", "--environment", "staging", "--kv"],
     ]
@@ -728,6 +764,7 @@ STEPS = {
     "sdk": [],
     "link": [["environment"]],
     "secrets": [["variable", "list"]],
+    "baseline": [["deployment", "list"]],
     "plan": [["config", "plan"]],
     "apply": [["config", "apply"]],
     "deploy": [["redeploy"]],
@@ -740,11 +777,17 @@ STEPS = {
         ("sdk missing and npm offline", "sdk", []),
         ("environment not on Railway", "link", []),
         ("no SECRET_KEY on the service", "secrets", []),
+        ("the CLI cannot read the variables", "secrets", []),
+        ("the CLI cannot list the deployments", "baseline", []),
         ("railway.json still there", "plan", []),
+        ("a project token of another environment", "plan", []),
+        ("the same with the CLI's context", "plan", []),
         ("destructive change", "apply", []),
-        ("a new environment without SECRET_KEY", "secrets", ["plan", "apply"]),
-        ("the deployment fails", "deploy", ["plan", "apply", "secrets"]),
-        ("the deployment crashes", "deploy", ["plan", "apply", "secrets"]),
+        ("a new environment without SECRET_KEY", "secrets", ["baseline", "plan", "apply"]),
+        ("the deployment fails", "deploy", []),
+        ("the deployment crashes", "deploy", []),
+        ("it crashes once started", "deploy", []),
+        ("a newer deployment supersedes it", "deploy", []),
     ],
 )
 def test_a_failed_step_stops_the_deploy_and_is_named(
@@ -752,38 +795,102 @@ def test_a_failed_step_stops_the_deploy_and_is_named(
 ) -> None:
     project = _project_with(rendered, platforms=["railway"])
     existing: dict[str, Any] = {}
-    if case in ("no SECRET_KEY on the service", "the deployment crashes"):  # staging runs IMAGE_REF already
-        _, deployed = deploy_run(project, ["deploy/railway/deploy.sh", "staging"])
+    if case in ("no SECRET_KEY on the service", "the deployment crashes", "the CLI cannot read the variables"):
+        _, deployed = deploy_run(project, ["deploy/railway/deploy.sh", "staging"])  # staging runs IMAGE_REF
         existing = {"remote": deployed["remote"], "deployments": deployed["deployments"]}
+    token = {"token_environment": "production", "env": {"RAILWAY_TOKEN": "t"}}
     state: dict[str, Any] = {
         "sdk missing and npm offline": {"sdk_installed": False},
         "environment not on Railway": {"environments": ["production"]},
         "no SECRET_KEY on the service": {"variables": {"staging": {"PORT": "8000"}}, **existing},
+        "the CLI cannot read the variables": {"cli_fails": True, **existing},
+        "the CLI cannot list the deployments": {"list_fails": True},
         "railway.json still there": {"files": {"railway.json": '{"deploy": {"numReplicas": 3}}'}},
+        "a project token of another environment": token,
+        "the same with the CLI's context": {**token, "context": "populated"},
         "destructive change": {"destructive": True},
         "a new environment without SECRET_KEY": {"variables": {"staging": {"PORT": "8000"}}},
         "the deployment fails": {"outcomes": {"my-service": ["DEPLOYING", "FAILED"]}},
-        "the deployment crashes": {"outcomes": {"my-service": ["CRASHED"]}, "image_ref": OTHER_REF,
-                                   **existing},
+        "the deployment crashes": {"outcomes": {"my-service": ["CRASHED"]}, "image_ref": OTHER_REF, **existing},
+        "it crashes once started": {"outcomes": {"my-service": ["DEPLOYING", "SUCCESS", "SUCCESS", "CRASHED"]},
+                                    "env": {"RAILWAY_SETTLE_SECONDS": "5"}},
+        "a newer deployment supersedes it": {"outcomes": {"my-service": ["QUEUED", "SKIPPED"]}},
     }[case]  # fmt: skip
     result, recorded = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], **state)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert f"stopped at step '{step}'" in result.stderr, result.stderr
-    if step == "secrets":
-        assert "railway variable set SECRET_KEY --stdin --service my-service --environment staging" in result.stderr
+    said = {
+        "no SECRET_KEY on the service": "SECRET_KEY --stdin --service my-service --environment staging",
+        "a new environment without SECRET_KEY": "railway variable set SECRET_KEY --stdin",
+        "the CLI cannot read the variables": "Unauthorized",
+        "the CLI cannot list the deployments": "Unauthorized",
+        "a project token of another environment": "plans the environment 'production', not staging",
+        "the same with the CLI's context": 'DEPLOY_ENVIRONMENT is "staging" but the Railway CLI plans "production"',
+        "it crashes once started": "went CRASHED after it started",
+        "a newer deployment supersedes it": "superseded (SKIPPED)",
+    }.get(case)
+    if said:
+        assert said in result.stderr, result.stderr
     if step == "deploy":
         failed = recorded["deployments"]["staging"]["my-service"][0]
-        assert failed["id"] in result.stderr and f"railway logs {failed['id']}" in result.stderr
-        assert failed["statuses"][-1] in result.stderr
+        assert failed["id"] in result.stderr and failed["statuses"][-1] in result.stderr
+        if failed["statuses"][-1] in ("FAILED", "CRASHED"):
+            assert f"railway logs {failed['id']}" in result.stderr
     order = list(STEPS)
     for after in order[order.index(step) + 1 :]:
         if after in fails_after:
             continue
         for prefix in STEPS[after]:
             assert not _ran(recorded, *prefix), f"{after} ran after {step} failed: {recorded['calls']}"
-    if step != "deploy":  # nor did anything wait for a deployment
+    if step not in ("baseline", "deploy"):  # nor did anything wait for a deployment
         assert not recorded["calls"] or recorded["calls"][-1][:2] != ["deployment", "list"], recorded["calls"]
     assert not _ran(recorded, "up"), "nothing is uploaded to Railway"
+    if case.startswith("a project token") or case.startswith("the same with"):
+        assert "production" not in recorded["remote"], "nothing was applied to the token's environment"
+
+
+def test_a_rerun_waits_for_the_digest_s_deployment_still_under_way(rendered: dict[str, Path], deploy_run: Any) -> None:
+    """An earlier run (timed out, or a second CI run of the same digest) left Railway deploying
+    IMAGE_REF: the plan has nothing to apply, and the script waits for that deployment instead of
+    starting another that would supersede it (and cut its pre-deploy migration short)."""
+    project = _project_with(rendered, platforms=["railway"])
+    slow = {"my-service": ["DEPLOYING"] * 4 + ["SUCCESS"], "my-service-worker": ["DEPLOYING"] * 4 + ["SUCCESS"]}
+    _, first = deploy_run(project, ["deploy/railway/deploy.sh", "staging"], outcomes=slow,
+                          env={"RAILWAY_DEPLOY_TIMEOUT": "0"})  # fmt: skip
+    assert first["deployments"]["staging"]["my-service"][0]["statuses"][0] == "DEPLOYING"
+    result, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "staging"], remote=first["remote"], deployments=first["deployments"]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not _ran(state, "redeploy") and not _ran(state, "config", "apply")
+    assert [d["id"] for d in state["deployments"]["staging"]["my-service"]] == ["dep-1"]
+    assert _running(state, "staging", "my-service") == [IMAGE_REF]
+
+
+def test_a_deployment_that_names_its_image_only_once_pulled_is_the_release(
+    rendered: dict[str, Path], deploy_run: Any
+) -> None:
+    """Railway records meta.image and imageDigest once it has pulled the image: the apply's new
+    deployment, still nameless, is waited for, not superseded by a redeploy."""
+    project = _project_with(rendered, platforms=["railway"])
+    result, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "staging"], meta_after_pull=True,
+        outcomes={"my-service": ["QUEUED", "INITIALIZING", "SUCCESS"]},
+        env={"RAILWAY_APPEAR_SECONDS": "30"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not _ran(state, "redeploy") and _running(state, "staging", "my-service") == [IMAGE_REF]
+
+
+def test_a_deployment_needing_approval_is_waited_for_and_said(rendered: dict[str, Path], deploy_run: Any) -> None:
+    project = _project_with(rendered, platforms=["railway"])
+    result, state = deploy_run(
+        project, ["deploy/railway/deploy.sh", "staging"],
+        outcomes={"my-service": ["NEEDS_APPROVAL", "NEEDS_APPROVAL", "DEPLOYING", "SUCCESS"]},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("needs approval on Railway") == 1, result.stdout
+    assert _running(state, "staging", "my-service") == [IMAGE_REF]
 
 
 def test_sqlite_file_is_on_the_volume(rendered: dict[str, Path], definitions: dict[str, dict[str, Any]]) -> None:
