@@ -12,7 +12,8 @@ is printed the way the CLI prints it, so the scripts' own queries are exercised 
 
 The state (scenario, recorded calls, uploaded bundles) lives in the JSON file $FAKE_AWS_STATE.
 `python fake_aws.py engine ...` is the container engine's stand-in (records, marks pushes, and
-copies an image into ECR for `buildx imagetools create`).
+copies an image into ECR for `buildx imagetools create`; `buildx imagetools inspect` finds only
+what `source_manifests` lists, so by default an image has no cosign signature beside it).
 With `ecr_registry` ("127.0.0.1:<port>") in the state, ECR is a real registry instead: the
 repository's URI names it, `describe-images` by digest or tag asks it over HTTP for the manifest, and
 the real docker copies into it (tests/test_ecr_copy.py). With `stop_after_ecr`, every call but
@@ -399,6 +400,14 @@ def engine(argv: list[str]) -> int:
         fake.save()
         print("ERROR: failed commit on ref: 400 Bad Request: blob unknown to registry", file=sys.stderr)
         return 1
+    if argv[:3] == ["buildx", "imagetools", "inspect"]:  # the source holds nothing beside the image
+        raw = fake.state.get("source_manifests", {}).get(argv[-1])  # {reference: its bytes}, else none
+        fake.save()
+        if raw is None:
+            print(f"ERROR: {argv[-1]}: not found", file=sys.stderr)
+            return 1
+        sys.stdout.write(raw)
+        return 0
     if argv[:3] == ["buildx", "imagetools", "create"]:  # a carbon copy keeps the digest, unless told
         digest = "sha256:" + "ef" * 32 if fake.state.get("copy_changes_digest") else argv[-1].rsplit("@", 1)[1]
         fake.state.setdefault("ecr_digests", []).append(digest)
