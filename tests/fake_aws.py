@@ -12,9 +12,10 @@ is printed the way the CLI prints it, so the scripts' own queries are exercised 
 
 The state (scenario, recorded calls, uploaded bundles) lives in the JSON file $FAKE_AWS_STATE.
 `python fake_aws.py engine ...` is the container engine's stand-in (records, marks pushes, and
-copies an image into ECR for `buildx imagetools create`).
+copies an image into ECR for `buildx imagetools create`; `buildx imagetools inspect` finds only
+what `source_manifests` lists, so by default an image has no cosign signature beside it).
 With `ecr_registry` ("127.0.0.1:<port>") in the state, ECR is a real registry instead: the
-repository's URI names it, `describe-images` by digest asks it over HTTP for the manifest, and
+repository's URI names it, `describe-images` by digest or tag asks it over HTTP for the manifest, and
 the real docker copies into it (tests/test_ecr_copy.py). With `stop_after_ecr`, every call but
 CloudFormation's, STS's and ECR's fails (StoppedByTest), so a deploy ends after its image step.
 """
@@ -51,18 +52,24 @@ MANIFEST_TYPES = ", ".join([
 ])  # fmt: skip
 
 
-def in_registry(registry: str, repository: str, digest: str) -> bool:
-    """Whether the registry at registry (host:port, plain HTTP) holds a manifest by this digest."""
+def registry_digest(registry: str, repository: str, reference: str) -> str | None:
+    """The digest of the manifest the registry at registry (host:port, plain HTTP) holds under
+    reference (a tag or a digest), None when it holds none."""
     request = urllib.request.Request(
-        f"http://{registry}/v2/{repository}/manifests/{digest}", method="HEAD", headers={"Accept": MANIFEST_TYPES}
+        f"http://{registry}/v2/{repository}/manifests/{reference}", method="HEAD", headers={"Accept": MANIFEST_TYPES}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return bool(response.headers.get("Docker-Content-Digest") == digest)
+            return response.headers.get("Docker-Content-Digest")
     except urllib.error.HTTPError as error:
         if error.code == 404:
-            return False
+            return None
         raise
+
+
+def in_registry(registry: str, repository: str, digest: str) -> bool:
+    """Whether the registry at registry (host:port, plain HTTP) holds a manifest by this digest."""
+    return registry_digest(registry, repository, digest) == digest
 
 
 class CliError(Exception):
@@ -236,6 +243,12 @@ class Fake:
                 if not found:
                     raise ServiceError("ImageNotFoundException", op, "The image requested does not exist")
                 return {"imageDetails": [{"imageDigest": d} for d in found]}
+            by_tag = [i["imageTag"] for i in p.get("imageIds", []) if "imageTag" in i]
+            if by_tag and "ecr_registry" in s:  # by tag: the digest the real registry names with it
+                named = {t: registry_digest(s["ecr_registry"], p["repositoryName"], t) for t in by_tag}
+                if not any(named.values()):
+                    raise ServiceError("ImageNotFoundException", op, "The image requested does not exist")
+                return {"imageDetails": [{"imageDigest": d, "imageTags": [t]} for t, d in named.items() if d]}
             if not s.get("image_exists"):
                 raise ServiceError("ImageNotFoundException", op, "The image requested does not exist")
             tags = [i.get("imageTag") for i in p.get("imageIds", [])]
@@ -387,6 +400,14 @@ def engine(argv: list[str]) -> int:
         fake.save()
         print("ERROR: failed commit on ref: 400 Bad Request: blob unknown to registry", file=sys.stderr)
         return 1
+    if argv[:3] == ["buildx", "imagetools", "inspect"]:  # the source holds nothing beside the image
+        raw = fake.state.get("source_manifests", {}).get(argv[-1])  # {reference: its bytes}, else none
+        fake.save()
+        if raw is None:
+            print(f"ERROR: {argv[-1]}: not found", file=sys.stderr)
+            return 1
+        sys.stdout.write(raw)
+        return 0
     if argv[:3] == ["buildx", "imagetools", "create"]:  # a carbon copy keeps the digest, unless told
         digest = "sha256:" + "ef" * 32 if fake.state.get("copy_changes_digest") else argv[-1].rsplit("@", 1)[1]
         fake.state.setdefault("ecr_digests", []).append(digest)

@@ -19,7 +19,13 @@ sha256-<hex> tag; a second run with the same digest says "already in ECR", logs 
 writes nothing to the registry; a digest the source does not hold stops the deploy with the
 script's "could not copy" and copies nothing; a copy that leaves the repository without the
 digest stops it with the script's "ECR has no image"; without --prefer-index=false the tag of a
-single manifest would name a new index.
+single manifest would name a new index. cosign's manifests beside the image (stand-ins of the
+pinned versions' layout: GitLab's cosign 2 tags sha256-<hex>.sig and .att, GitHub's cosign 3 the
+referrers fallback index sha256-<hex>) reach ECR by digest under the same tags (the index under
+sha256-<hex>.referrers, since sha256-<hex> is the image's tag in ECR) with every manifest and blob,
+and a second run copies none of them; an image without any deploys with one line saying so; a
+signature that fails to copy, or that ECR's immutable tag holds at another digest, stops the
+deploy with the script's message.
 """
 
 from __future__ import annotations
@@ -103,6 +109,7 @@ class Registries:
     source: str  # host:port
     ecr: str
     ecr_folder: Path  # its data and registry.log
+    source_folder: Path
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +117,7 @@ def registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registries]
     with ExitStack() as stack:
         folders = [tmp_path_factory.mktemp(f"fd-registry-{name}-{WORKER}") for name in ("source", "ecr")]
         source, ecr = (stack.enter_context(local_registry(folder)) for folder in folders)
-        yield Registries(source, ecr, folders[1])
+        yield Registries(source, ecr, folders[1], folders[0])
 
 
 def _upload(base: str, data: bytes) -> str:
@@ -320,7 +327,7 @@ def test_a_copy_that_leaves_ecr_without_the_digest_stops_the_deploy(
     index under the tag, with --platform or without --prefer-index=false, so a real buildx copy
     into the right repository always leaves the digest there.)"""
     ecr = registries.ecr
-    project = _mutated(projects[folder], tmp_path, '--tag "$uri:sha256-', '--tag "$uri-elsewhere:sha256-')
+    project = _mutated(projects[folder], tmp_path, '--tag "$uri:$2"', '--tag "$uri-elsewhere:$2"')
     repository = f"my-service-{folder.replace('_', '-')}-elsewhere-{WORKER}"
     digest = sources.index.rsplit("@", 1)[1]
     run = _deploy(project, folder, sources.index, ecr, repository, docker, plugins, tmp_path / "run")
@@ -367,3 +374,216 @@ def test_a_digest_the_source_does_not_hold_copies_nothing(
     assert f"could not copy {missing} to ECR" in run.result.stderr, run.result.stderr
     assert NEXT_STEP[folder] not in run.result.stderr and "Copied" not in run.result.stdout
     assert _tags(ecr, repository) == []
+
+
+# cosign's manifests beside an image, as the pinned versions write them (derive()'s ACTIONS and
+# SUPPLY_CHAIN_TOOLS): GitHub's cosign-installer v4.1.2 installs cosign v3.0.6, whose `sign`
+# writes a Sigstore bundle as an OCI 1.1 referrer (a manifest whose subject is the image, pushed by
+# digest; go-containerregistry lists it in an index under the referrers fallback tag sha256-<hex>
+# where the registry has no referrers API, as GHCR has none); GitLab's cosign v2.5.3 tags its
+# signature sha256-<hex>.sig and the `attest` one sha256-<hex>.att. Real signatures need Fulcio and
+# Rekor, which no test machine reaches: these are stand-ins of the same shape (media types, tags,
+# subject), which is all the copy looks at.
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+COSIGN2_LAYERS = {  # the layer of each cosign 2 tag: a signed payload, an in-toto statement in DSSE
+    "sig": "application/vnd.dev.cosign.simplesigning.v1+json",
+    "att": "application/vnd.dsse.envelope.v1+json",
+}
+
+
+def _small_image(registry: str, repository: str, note: str) -> str:
+    """A one-layer image of its own (note makes it unique) pushed over the registry API, as a
+    laptop's push would leave it: nothing beside it. Returns <registry>/<repository>@<digest>."""
+    base = f"http://{registry}/v2/{repository}"
+    layer = f"{note}\n".encode()
+    layer_digest = _upload(base, layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()  # fmt: skip
+    config_digest = _upload(base, config)
+    digest, _ = _put_manifest(base, "main", OCI_MANIFEST, {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest,
+                    "size": len(layer)}],
+    })  # fmt: skip
+    return f"{registry}/{repository}@{digest}"
+
+
+def _stand_in(base: str, reference: str, layer_type: str, note: str, **extra: Any) -> tuple[str, int, str]:
+    """A cosign-shaped manifest (one small layer of layer_type, extra: top-level fields such as
+    artifactType and subject, the config's media type) put under reference, by its own digest
+    when reference is empty (as cosign 3 pushes a referrer); returns its digest, size and the
+    digest of its layer."""
+    layer = f"{note}\n".encode()
+    layer_digest = _upload(base, layer)
+    config_digest = _upload(base, b"{}")
+    body = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, **extra.get("top", {}),
+        "config": {"mediaType": extra.get("config_type", EMPTY_CONFIG), "digest": config_digest, "size": 2},
+        "layers": [{"mediaType": layer_type, "digest": layer_digest, "size": len(layer)}],
+    }  # fmt: skip
+    by_digest = "sha256:" + hashlib.sha256(json.dumps(body).encode()).hexdigest()
+    digest, size = _put_manifest(base, reference or by_digest, OCI_MANIFEST, body)
+    return digest, size, layer_digest
+
+
+def _sign(image_ref: str, scheme: str) -> dict[str, str]:
+    """Stand-ins of what cosign stores beside image_ref, per scheme ("cosign2": the .sig and .att
+    tags; "cosign3": a referrer and the fallback tag's index); returns {source tag: digest}."""
+    registry, rest = image_ref.split("/", 1)
+    repository, digest = rest.rsplit("@", 1)
+    base, hex_ = f"http://{registry}/v2/{repository}", digest.removeprefix("sha256:")
+    if scheme == "cosign2":
+        return {f"sha256-{hex_}.{kind}": _stand_in(base, f"sha256-{hex_}.{kind}", layer, f"{kind} of {image_ref}",
+                                                   config_type="application/vnd.oci.image.config.v1+json")[0]
+                for kind, layer in COSIGN2_LAYERS.items()}  # fmt: skip
+    subject = _manifest(registry, repository, digest)
+    referrer, size, _ = _stand_in(base, "", BUNDLE, f"bundle of {image_ref}", top={
+        "artifactType": BUNDLE,
+        "subject": {"mediaType": subject.headers["Content-Type"], "digest": digest, "size": len(subject.content)},
+    })  # fmt: skip
+    index, _ = _put_manifest(base, f"sha256-{hex_}", OCI_INDEX, {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                             "manifests": [{"mediaType": OCI_MANIFEST, "digest": referrer, "size": size,
+                                            "artifactType": BUNDLE}]})  # fmt: skip
+    return {f"sha256-{hex_}": index}
+
+
+def _ecr_tag(tag: str) -> str:
+    """The tag ECR gets for a source tag: its own, but the fallback tag sha256-<hex> (in ECR the
+    image's) becomes sha256-<hex>.referrers."""
+    return tag if "." in tag else f"{tag}.referrers"
+
+
+@pytest.mark.parametrize("scheme", ["cosign2", "cosign3"])
+@pytest.mark.parametrize("folder", list(SCRIPTS))
+def test_cosign_signatures_come_along_by_digest_once(
+    folder: str,
+    scheme: str,
+    projects: dict[str, Path],
+    registries: Registries,
+    docker: Engine,
+    plugins: Path,
+    tmp_path: Path,
+) -> None:
+    """What cosign stored beside the image in the source reaches ECR by digest with the image:
+    GitLab's cosign 2 tags (sha256-<hex>.sig, .att) under the same tags, GitHub's cosign 3
+    referrers index (the fallback tag sha256-<hex>) under sha256-<hex>.referrers with its
+    referrer manifest byte for byte (subject and all, which ECR's referrers API lists), every blob
+    with them. A second run finds all of it in ECR: no login, no write. The signatures are
+    stand-ins of cosign's layout (Fulcio is unreachable here, and the copy never reads them)."""
+    ecr, ecr_folder, source = registries.ecr, registries.ecr_folder, registries.source
+    name = f"{folder.replace('_', '-')}-{scheme}-{WORKER}"
+    image_ref = _small_image(source, f"acme/signed-{name}", f"signed image {name}")
+    source_repository, digest = image_ref.split("/", 1)[1].rsplit("@", 1)
+    signed = _sign(image_ref, scheme)
+    repository = f"my-service-signed-{name}"
+    first = _deploy(projects[folder], folder, image_ref, ecr, repository, docker, plugins, tmp_path / "first")
+    assert f"Copied {image_ref} to {ecr}/{repository}@{digest}." in first.result.stdout, first.result.stderr
+    for tag in signed:
+        assert (f"Copied {source}/{source_repository}:{tag} to {ecr}/{repository}:{_ecr_tag(tag)}."
+                in first.result.stdout), first.result.stderr  # fmt: skip
+    assert "No cosign signature" not in first.result.stdout
+    assert NEXT_STEP[folder] in first.result.stderr, "the deploy went on to its next step"
+    assert sorted(_tags(ecr, repository)) == sorted([f"sha256-{digest.removeprefix('sha256:')}",
+                                                     *map(_ecr_tag, signed)])  # fmt: skip
+    for tag, signature in signed.items():
+        held = _manifest(ecr, repository, _ecr_tag(tag))
+        assert held.status_code == 200 and held.headers["Docker-Content-Digest"] == signature, held.text
+        assert held.content == _manifest(source, source_repository, tag).content
+        body = json.loads(held.content)
+        manifests = [m["digest"] for m in body.get("manifests", [])]  # the referrers index's
+        for manifest in manifests or [signature]:
+            copied, original = _manifest(ecr, repository, manifest), _manifest(source, source_repository, manifest)
+            assert copied.status_code == 200 and copied.content == original.content
+            inner = json.loads(copied.content)
+            if manifests:
+                assert inner["subject"]["digest"] == digest, "the referrer still names the image"
+            for blob in [inner["config"], *inner["layers"]]:
+                got = httpx.head(f"http://{ecr}/v2/{repository}/blobs/{blob['digest']}", timeout=30)
+                assert got.status_code == 200, f"{blob['digest']} of {manifest} is not in ECR"
+
+    writes = _writes(ecr_folder)
+    second = _deploy(projects[folder], folder, image_ref, ecr, repository, docker, plugins, tmp_path / "second")
+    assert f"{ecr}/{repository}@{digest} is already in ECR: not copying." in second.result.stdout, second.result.stderr
+    for tag in signed:
+        assert f"{ecr}/{repository}:{_ecr_tag(tag)} is already in ECR: not copying." in second.result.stdout
+    assert "Copied" not in second.result.stdout
+    assert NEXT_STEP[folder] in second.result.stderr
+    assert _writes(ecr_folder) == writes, "the second run wrote to ECR"
+    assert not (second.config / "config.json").exists(), "the second run logged in to ECR"
+
+
+@pytest.mark.parametrize("folder", list(SCRIPTS))
+def test_an_unsigned_image_deploys_saying_so_in_one_line(
+    folder: str, projects: dict[str, Path], registries: Registries, docker: Engine, plugins: Path, tmp_path: Path
+) -> None:
+    """An image with nothing of cosign's beside it (a laptop's push) is copied alone and the deploy
+    goes on, with one line saying no signature was found. The source here also tags the image
+    itself sha256-<hex> (as a repository this script copied into does): that is not a referrers
+    index, and it is not copied twice."""
+    ecr, source = registries.ecr, registries.source
+    name = f"{folder.replace('_', '-')}-{WORKER}"
+    image_ref = _small_image(source, f"acme/unsigned-{name}", f"unsigned image {name}")
+    source_repository, digest = image_ref.split("/", 1)[1].rsplit("@", 1)
+    hex_ = digest.removeprefix("sha256:")
+    itself = _manifest(source, source_repository, digest)
+    _put_manifest(f"http://{source}/v2/{source_repository}", f"sha256-{hex_}", OCI_MANIFEST, json.loads(itself.content))
+    repository = f"my-service-unsigned-{name}"
+    run = _deploy(projects[folder], folder, image_ref, ecr, repository, docker, plugins, tmp_path / "run")
+    assert f"Copied {image_ref} to {ecr}/{repository}@{digest}." in run.result.stdout, run.result.stderr
+    said = [line for line in run.result.stdout.splitlines() if "signature" in line]
+    assert said == [f"No cosign signature found for {image_ref} (no sha256-{hex_}.sig, .att, .sbom or referrers "
+                    "tag beside it): ECR has the image alone."], run.result.stdout  # fmt: skip
+    assert NEXT_STEP[folder] in run.result.stderr, "the deploy went on to its next step"
+    assert _tags(ecr, repository) == [f"sha256-{hex_}"]
+
+
+@pytest.mark.parametrize("folder", list(SCRIPTS))
+def test_a_signature_that_cannot_be_copied_stops_the_deploy(
+    folder: str, projects: dict[str, Path], registries: Registries, docker: Engine, plugins: Path, tmp_path: Path
+) -> None:
+    """A signature the source lists but cannot serve (here its layer's blob is gone from the
+    source registry's storage) fails all three attempts, and the deploy stops with the script's
+    message before its next step: ECR has the image but no signature tag."""
+    ecr, source = registries.ecr, registries.source
+    name = f"{folder.replace('_', '-')}-{WORKER}"
+    image_ref = _small_image(source, f"acme/broken-{name}", f"image with a broken signature {name}")
+    source_repository, digest = image_ref.split("/", 1)[1].rsplit("@", 1)
+    tag = f"sha256-{digest.removeprefix('sha256:')}.sig"
+    base = f"http://{source}/v2/{source_repository}"
+    signature, _, layer = _stand_in(base, tag, COSIGN2_LAYERS["sig"], f"signature of {image_ref}, lost")
+    blob = registries.source_folder / "data/docker/registry/v2/blobs/sha256" / layer[7:9] / layer[7:]
+    shutil.rmtree(blob)
+    assert httpx.head(f"{base}/blobs/{layer}", timeout=30).status_code == 404
+    repository = f"my-service-broken-{name}"
+    run = _deploy(projects[folder], folder, image_ref, ecr, repository, docker, plugins, tmp_path / "run")
+    assert run.result.returncode == 1, run.result.stdout + run.result.stderr
+    assert "copy attempt 2 of 3 failed: trying again" in run.result.stderr
+    assert (f"could not copy {source}/{source_repository}:{tag} ({signature}, cosign's for {image_ref}) to ECR as "
+            f"{ecr}/{repository}:{tag}: nothing was deployed") in run.result.stderr  # fmt: skip
+    assert NEXT_STEP[folder] not in run.result.stderr
+    assert _tags(ecr, repository) == [f"sha256-{digest.removeprefix('sha256:')}"]
+
+
+def test_a_signature_ecr_holds_at_another_digest_stops_the_deploy(
+    projects: dict[str, Path], registries: Registries, docker: Engine, plugins: Path, tmp_path: Path
+) -> None:
+    """cosign adds to its .sig manifest when a digest is signed again, so the source's tag can
+    name a newer digest than ECR's immutable one: the deploy stops before copying, with the
+    message that says which tag to delete, and ECR's tag is left as it was."""
+    ecr, source = registries.ecr, registries.source
+    image_ref = _small_image(source, f"acme/resigned-{WORKER}", f"image signed twice {WORKER}")
+    source_repository, digest = image_ref.split("/", 1)[1].rsplit("@", 1)
+    signed = _sign(image_ref, "cosign2")
+    tag = f"sha256-{digest.removeprefix('sha256:')}.sig"
+    repository = f"my-service-resigned-{WORKER}"
+    older, _, _ = _stand_in(f"http://{ecr}/v2/{repository}", tag, COSIGN2_LAYERS["sig"], "the first signature")
+    run = _deploy(projects["aws"], "aws", image_ref, ecr, repository, docker, plugins, tmp_path / "run")
+    assert run.result.returncode == 1, run.result.stdout + run.result.stderr
+    assert (f"ECR holds {ecr}/{repository}:{tag} as {older}, but {source}/{source_repository}:{tag} is "
+            f"{signed[tag]} (signed again since the last copy?)") in run.result.stderr  # fmt: skip
+    assert f"--image-ids imageTag={tag}) and deploy again; nothing was deployed" in run.result.stderr
+    assert NEXT_STEP["aws"] not in run.result.stderr
+    assert _manifest(ecr, repository, tag).headers["Docker-Content-Digest"] == older

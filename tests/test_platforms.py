@@ -577,7 +577,8 @@ out()
 """
 PUSHED = "sha256:" + "cd" * 32  # the digest ECR reports for the image a local build pushed
 # The container engine records its calls; `buildx imagetools create` copies the source digest into
-# ECR (or, with copy_changes_digest, another one, as a copy that rewrote the manifest would).
+# ECR (or, with copy_changes_digest, another one, as a copy that rewrote the manifest would), and
+# `buildx imagetools inspect` finds nothing (no cosign signature beside the image).
 FAKE_ENGINE = r"""#!PYTHON
 import json, os, sys
 from pathlib import Path
@@ -587,6 +588,9 @@ with open(os.environ["FAKE_ENGINE_LOG"], "a") as log:
     log.write(" ".join(args) + "\n")
 if args[:1] == ["login"]:
     sys.stdin.read()
+if args[:3] == ["buildx", "imagetools", "inspect"]:  # the source holds no cosign signature
+    print(f"ERROR: {args[-1]}: not found", file=sys.stderr)
+    sys.exit(1)
 # Only push and the copy touch the state: login runs at the same time as `aws ecr get-login-password`.
 if args[:1] == ["push"] or args[:3] == ["buildx", "imagetools", "create"]:
     state_file = Path(os.environ["FAKE_AWS_STATE"])
@@ -723,7 +727,7 @@ def test_aws_deploy_of_an_unchanged_digest_registers_and_rolls_out_nothing(aws_p
     assert "already in ECR: not copying" in second.stdout
     assert (
         not (tmp_path / "second/engine.log").exists()
-        or "imagetools" not in (tmp_path / "second/engine.log").read_text()
+        or "imagetools create" not in (tmp_path / "second/engine.log").read_text()
     )
     for call in (("ecs", "register-task-definition"), ("ecs", "run-task"), ("ecs", "update-service")):
         assert _called(again, *call) == [], call
