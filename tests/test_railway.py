@@ -25,6 +25,8 @@ TS_PATH = ".railway/railway.ts"
 # The image CI built, by digest: what scripts/deploy.sh passes the file as IMAGE_REF.
 IMAGE_REF = "ghcr.io/acme/my-service@sha256:" + "ab" * 32
 OTHER_REF = "ghcr.io/acme/my-service@sha256:" + "cd" * 32  # the next commit's
+# Every service's source: that image, with Railway's automatic image updates off.
+SOURCE = {"type": "image", "image": IMAGE_REF, "autoUpdates": {"type": "disabled"}}
 # Beyond the pairwise rows: every engine with Redis and each worker, SQLite, no database, a domain.
 EXTRA: list[dict[str, Any]] = [
     {"platforms": ["railway"]},  # the defaults, the project the docs show
@@ -123,7 +125,7 @@ def test_services_run_ci_s_image_and_registry_credentials_stay_out_of_the_file(
         slug = answers_of(project)["project_slug"]
         for env in ENVIRONMENTS:
             services = [r for r in definitions[name][env]["resources"] if r["type"] == "service"]
-            assert services and all(r["source"] == {"type": "image", "image": IMAGE_REF} for r in services), (
+            assert services and all(r["source"] == SOURCE for r in services), (
                 name, env, [r.get("source") for r in services])  # fmt: skip
             assert all("build" not in r for r in services), f"{name} {env}: a service is built on Railway"
             assert resource(definitions[name][env], f"service.{slug}")["source"]["image"] == IMAGE_REF
@@ -233,7 +235,7 @@ def definition_problems(
 
     web = resource(definition, f"service.{slug}")
     deploy, variables = web["deploy"], _variables(web)
-    expect("web source", web.get("source"), {"type": "image", "image": IMAGE_REF})
+    expect("web source", web.get("source"), SOURCE)
     expect("web build (none: CI built the image)", web.get("build"), None)
     expect("health check path", deploy["healthcheckPath"], values["health_ready_path"])
     expect("health check timeout", deploy["healthcheckTimeout"], values["startup_timeout"])
