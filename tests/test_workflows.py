@@ -266,6 +266,11 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
             assert not re.search(r"SKIP_BUILD|IMAGE=|docker pull", " ".join(template["script"])), (
                 f"{platform} deploys IMAGE_REF, the digest build-image pushed"
             )
+        # Least privilege: only the AWS deploys copy an image (buildx against the project's
+        # registry); the others get no Docker service and no registry login.
+        base = pipeline[template["extends"]]
+        uses_docker = bool(base.get("services")) or "docker login" in " ".join(base.get("before_script", []))
+        assert uses_docker == (platform in ("aws_ecs", "aws_eb")), (platform, template["extends"], base)
 
 
 def _shellcheck_args(command: str) -> list[str]:
