@@ -44,7 +44,8 @@ SQLITE_PLATFORMS = {"railway", "vm"}
 def allowed(row: dict[str, Any]) -> bool:
     if row.get("database") == "sqlite" and "platforms" in row:
         return set(row["platforms"]) <= SQLITE_PLATFORMS
-    return True
+    # App Platform cannot pull from GitLab's registry (copier.yml's ci validator).
+    return not (row.get("ci") == "gitlab" and "digitalocean" in row.get("platforms", ()))
 
 
 def _pairs(row: dict[str, Any]) -> set[tuple[tuple[str, Any], tuple[str, Any]]]:
@@ -110,7 +111,7 @@ NAME_CASES: list[dict[str, Any]] = [
     {"project_name": "Tests Runner", "author_name": "Zoë Ångström"},
 ]
 NAME_CASE_OPTIONS: dict[str, Any] = {
-    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
+    "platforms": ["railway", "aws_ecs", "aws_eb", "kubernetes", "vm"],  # digitalocean: not with GitLab
     "redis": True,
     "worker": "celery",
     "reverse_proxy": "nginx",

@@ -139,6 +139,36 @@ def _put_manifest(base: str, reference: str, media_type: str, body: dict[str, An
     return digest, len(data)
 
 
+def _image_config(architecture: str, os_name: str, layer: bytes) -> bytes:
+    """An image config whose one layer is layer (uncompressed: its diff_id is its digest)."""
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    rootfs = {"type": "layers", "diff_ids": [diff_id]}
+    return json.dumps({"architecture": architecture, "os": os_name, "config": {}, "rootfs": rootfs}).encode()
+
+
+def _one_layer(
+    base: str,
+    reference: str,
+    layer: bytes,
+    layer_type: str,
+    config: bytes,
+    config_type: str = "application/vnd.oci.image.config.v1+json",
+    **fields: Any,
+) -> tuple[str, int]:
+    """An OCI manifest of one layer and its config, both uploaded, put under reference (by its own
+    digest when reference is empty); fields: layer annotations or top-level fields (artifactType,
+    subject). Returns its digest and size."""
+    layer_digest, config_digest = _upload(base, layer), _upload(base, config)
+    body = {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, **fields.get("top", {}),
+        "config": {"mediaType": config_type, "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": layer_type, "digest": layer_digest, "size": len(layer),
+                    **({"annotations": fields["annotations"]} if "annotations" in fields else {})}],
+    }  # fmt: skip
+    by_digest = "sha256:" + hashlib.sha256(json.dumps(body).encode()).hexdigest()
+    return _put_manifest(base, reference or by_digest, OCI_MANIFEST, body)
+
+
 def _manifest(registry: str, repository: str, reference: str) -> httpx.Response:
     return httpx.get(f"http://{registry}/v2/{repository}/manifests/{reference}", headers=MANIFEST_ACCEPT, timeout=30)
 
@@ -174,17 +204,10 @@ def sources(docker: Engine, registries: Registries, tmp_path_factory: pytest.Tem
         "predicate": {"buildType": "https://mobyproject.org/buildkit@v1", "builder": {"id": ""}, "metadata": {}},
     }  # fmt: skip
     layer = json.dumps(statement).encode()
-    layer_digest = _upload(base, layer)
-    config = json.dumps({"architecture": "unknown", "os": "unknown", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()  # fmt: skip
-    config_digest = _upload(base, config)
-    attestation, attestation_size = _put_manifest(base, "attestation", OCI_MANIFEST, {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": layer_digest, "size": len(layer),
-                    "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}],
-    })  # fmt: skip
+    attestation, attestation_size = _one_layer(
+        base, "attestation", layer, "application/vnd.in-toto+json", _image_config("unknown", "unknown", layer),
+        annotations={"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"},
+    )  # fmt: skip
     manifests = [
         {"mediaType": media, "digest": digest, "size": size, "platform": {"architecture": arch, "os": "linux"}}
         for arch, (digest, size, media) in pushed.items()
@@ -397,17 +420,8 @@ def _small_image(registry: str, repository: str, note: str) -> str:
     laptop's push would leave it: nothing beside it. Returns <registry>/<repository>@<digest>."""
     base = f"http://{registry}/v2/{repository}"
     layer = f"{note}\n".encode()
-    layer_digest = _upload(base, layer)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()  # fmt: skip
-    config_digest = _upload(base, config)
-    digest, _ = _put_manifest(base, "main", OCI_MANIFEST, {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest,
-                    "size": len(layer)}],
-    })  # fmt: skip
+    config = _image_config("amd64", "linux", layer)
+    digest, _ = _one_layer(base, "main", layer, "application/vnd.oci.image.layer.v1.tar", config)
     return f"{registry}/{repository}@{digest}"
 
 
@@ -417,16 +431,10 @@ def _stand_in(base: str, reference: str, layer_type: str, note: str, **extra: An
     when reference is empty (as cosign 3 pushes a referrer); returns its digest, size and the
     digest of its layer."""
     layer = f"{note}\n".encode()
-    layer_digest = _upload(base, layer)
-    config_digest = _upload(base, b"{}")
-    body = {
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, **extra.get("top", {}),
-        "config": {"mediaType": extra.get("config_type", EMPTY_CONFIG), "digest": config_digest, "size": 2},
-        "layers": [{"mediaType": layer_type, "digest": layer_digest, "size": len(layer)}],
-    }  # fmt: skip
-    by_digest = "sha256:" + hashlib.sha256(json.dumps(body).encode()).hexdigest()
-    digest, size = _put_manifest(base, reference or by_digest, OCI_MANIFEST, body)
-    return digest, size, layer_digest
+    digest, size = _one_layer(
+        base, reference, layer, layer_type, b"{}", extra.get("config_type", EMPTY_CONFIG), top=extra.get("top", {})
+    )
+    return digest, size, "sha256:" + hashlib.sha256(layer).hexdigest()
 
 
 def _sign(image_ref: str, scheme: str) -> dict[str, str]:

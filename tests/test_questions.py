@@ -86,6 +86,10 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
         "platforms",
         "SQLite cannot run on aws_ecs, kubernetes",
     ),
+    # App Platform's image sources are GHCR, Docker Hub and DOCR (its spec's registry_type):
+    # GitLab CI pushes to GitLab's registry, which no DigitalOcean deploy could pull.
+    ({"platforms": ["digitalocean"], "ci": "gitlab"}, "ci", "pulls images only from GHCR, Docker Hub"),
+    ({"platforms": ["railway", "digitalocean"], "ci": "gitlab"}, "ci", "Choose GitHub Actions (ci=github)"),
     ({"worker": "arq"}, "worker", 'worker "arq" needs Redis'),
     ({"worker": "celery", "redis": False}, "worker", 'worker "celery" needs Redis'),
     ({"project_name": "   "}, "project_name", "project_name is empty"),

@@ -16,7 +16,7 @@ import yaml
 from conftest import render_template
 
 EVERYTHING: dict[str, Any] = {
-    "platforms": ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"],
+    "platforms": ["railway", "aws_ecs", "aws_eb", "kubernetes", "vm"],  # digitalocean: not with GitLab
     "database": "mysql",
     "redis": True,
     "worker": "celery",

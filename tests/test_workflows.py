@@ -34,7 +34,10 @@ def rendered(template_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Ca
     def _get(ci: str, key: str) -> Path:
         if (ci, key) not in cache:
             dest = tmp_path_factory.mktemp(f"ci-{ci}") / "my-service"
-            cache[ci, key] = render_template(template_src, dest, ci=ci, **SETS[key])
+            chosen = dict(SETS[key])
+            if ci == "gitlab":  # copier.yml refuses digitalocean with GitLab CI (its registry)
+                chosen["platforms"] = [p for p in chosen["platforms"] if p != "digitalocean"]
+            cache[ci, key] = render_template(template_src, dest, ci=ci, **chosen)
             # actionlint checks the inputs and secrets of `$/` workflow calls only in a git work tree.
             run(["git", "init", "-q", str(dest)])
         return cache[ci, key]
@@ -252,7 +255,7 @@ def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Calla
     assert any('echo "IMAGE_REF=$IMAGE@' in line for line in pipeline["build-image"]["script"])
     text = path.read_text()
     assert not re.search(r"AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY", text)
-    for platform in SETS[key]["platforms"]:
+    for platform in answers(project)["platforms"]:
         folder = values["platform_dirs"][platform]
         template = pipeline[f".deploy-{folder}"]
         assert f'scripts/deploy.sh {platform} "$DEPLOY_ENV"' in template["script"]
