@@ -229,6 +229,19 @@ def test_ci_hands_its_image_digest_to_each_deploy_that_takes_one(rendered: Calla
         assert set(deploy_job["permissions"].items()) <= set(job["permissions"].items()), platform
 
 
+@pytest.mark.parametrize("key", ["all-postgresql-celery", "k8s-nodb-redis"])
+def test_a_newer_push_never_cancels_a_run_that_deploys_nor_publishes_untested_images(
+    rendered: Callable[..., Path], key: str
+) -> None:
+    """CI's concurrency group cancels a superseded run only for pull requests: on the default
+    branch a second push would cancel the first run's deploy jobs halfway (a migration, a
+    rollout). And the image job, which pushes and signs on the default branch, waits for lint and
+    tests, so no signed image of a failing commit reaches the registry for a dispatch to deploy."""
+    ci = load(rendered("github", key) / ".github/workflows/ci.yml")
+    assert ci["concurrency"]["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+    assert set(ci["jobs"]["image"]["needs"]) == {"lint", "test"}
+
+
 @pytest.mark.parametrize("key", ["all-postgresql-celery", "vm-railway-sqlite", "railway-mysql"])
 def test_gitlab_ci_passes_its_schema_and_mirrors_the_github_jobs(rendered: Callable[..., Path], key: str) -> None:
     project = rendered("gitlab", key)
