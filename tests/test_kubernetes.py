@@ -436,3 +436,17 @@ def test_deploy_without_a_ci_image_builds_for_the_derived_platform_and_rolls_out
     assert push.startswith("docker push registry.example.com/acme/my-service:")
     deployments = by_kind(applied(log)[1], "Deployment")
     assert {pod_spec(d)["containers"][0]["image"] for d in deployments} == {IMAGE_REF}
+
+
+def test_no_kubernetes_file_offers_a_deploy_without_the_digest_or_the_migration(k8s_project: Any) -> None:
+    """Issue 13.6: the files' own comments gave `kubectl apply -k deploy/k8s/overlays/<env>` (the
+    placeholder image, no migration) and a `:TAG` for the image; they name deploy.sh and a digest."""
+    import re
+
+    project = k8s_project(next(iter(ANSWER_SETS)))
+    for path in sorted((project / "deploy/k8s").rglob("*.yaml")):
+        text = path.read_text()
+        assert not re.search(r"kubectl apply -k deploy/k8s/overlays/\w+\s+(#|$)", text, re.M), path
+        assert ":TAG" not in text and "release tag" not in text, path
+    overlay = (project / "deploy/k8s/overlays/staging/kustomization.yaml").read_text()
+    assert "scripts/deploy.sh kubernetes staging" in overlay and "@sha256:" in overlay

@@ -359,6 +359,8 @@ def test_cloudformation_says_what_derive_says(row: dict[str, Any], projects: dic
     # path a database blip would make it replace all web tasks at once (and their replacements),
     # so the load balancer checks liveness; readiness gates the deploy (docs/container.md).
     assert tg["HealthCheckPath"] == d["health_live_path"] and tg["Port"] == d["app_port"]
+    page = (project / "docs/deploy/aws.md").read_text()
+    assert f"target group checks `{d['health_live_path']}`" in page, "the docs say what the target group checks"
     (web,) = _task_definition(project, "staging")["containerDefinitions"]
     assert web["healthCheck"]["command"] == ["CMD", *d["healthcheck_argv"]], "the container check is liveness too"
     attributes = {a["Key"]: a["Value"] for a in tg["TargetGroupAttributes"]}
