@@ -277,15 +277,23 @@ def test_template_update_workflow_opens_the_pull_request(template_src: Path, tmp
         "BASE": "main",
         "UV_PYTHON_DOWNLOADS": "never",
     }
-    check, apply = _steps(project / ".github" / "workflows" / "template-update.yml")[1:]
+    check, apply, publish = _steps(project / ".github" / "workflows" / "template-update.yml")[1:]
     assert shutil.which("jq"), "jq is needed to read check-update's JSON (GitHub's runners have it)"
     run(["bash", "-eo", "pipefail", "-c", check["run"]], cwd=project, env=env)
     found = dict(line.split("=", 1) for line in outputs.read_text().split())
     assert found == {"available": "true", "latest": "0.2.0"}
-    assert apply["if"] == "steps.check.outputs.available == 'true'"
-    done = run(
-        ["bash", "-eo", "pipefail", "-c", apply["run"]], cwd=project, env={**env, "LATEST": "0.2.0"}, timeout=900
-    )
+    assert apply["if"] == publish["if"] == "steps.check.outputs.available == 'true'"
+    # The template's tasks run (copier update --trust) in a step with no token and no git credentials.
+    assert "GH_TOKEN" not in apply.get("env", {}) and "gh " not in apply["run"], apply
+    assert "copier update" not in publish["run"], publish
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    no_token = {k: v for k, v in env.items() if k != "GH_TOKEN"} | {"LATEST": "0.2.0", "RUNNER_TEMP": str(runner_temp)}
+    run(["bash", "-eo", "pipefail", "-c", apply["run"]], cwd=project, env=no_token, timeout=900)
+    branch = dict(line.split("=", 1) for line in outputs.read_text().split())["branch"]
+    assert branch == "template-update/0.2.0"
+    done = run(["bash", "-eo", "pipefail", "-c", publish["run"]], cwd=project,
+               env={**no_token, "GH_TOKEN": "not-a-token", "BRANCH": branch})  # fmt: skip
 
     branches = git(origin, "branch", "--list", "template-update/*").split()
     assert branches == ["template-update/0.2.0"], done.stdout
@@ -302,8 +310,12 @@ def test_template_update_workflow_opens_the_pull_request(template_src: Path, tmp
     assert "Resolve the conflicts in these files" in body
     assert re.findall(r"^- `(.+)`$", body, re.MULTILINE) == ["docs/container.md"], body
 
-    # Run again: the branch exists, so no second pull request.
-    again = run(["bash", "-eo", "pipefail", "-c", apply["run"]], cwd=project, env={**env, "LATEST": "0.2.0"})
+    # A later run on a fresh runner: the branch is on the remote, so no second pull request.
+    git(project, "switch", "-q", "--force", "main")
+    git(project, "branch", "-q", "-D", branch)
+    run(["bash", "-eo", "pipefail", "-c", apply["run"]], cwd=project, env=no_token, timeout=900)
+    again = run(["bash", "-eo", "pipefail", "-c", publish["run"]], cwd=project,
+                env={**no_token, "GH_TOKEN": "not-a-token", "BRANCH": branch})  # fmt: skip
     assert "already open" in again.stdout
     assert sum(line.startswith("pr create") for line in (tmp_path / "gh.log").read_text().splitlines()) == 1
     subprocess.run(["git", "switch", "-q", "main"], cwd=project, check=False)
