@@ -987,6 +987,34 @@ def test_digitalocean_keeps_its_secrets_across_deploys_and_rolls_back_by_digest(
     }
 
 
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_digitalocean_runs_without_an_optional_secret_and_takes_it_when_given(
+    env: str, projects: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 13.5 on App Platform: SENTRY_DSN is optional (the app runs without it). A first
+    deploy without it creates the app with no SENTRY_DSN at all, since a SECRET without a value
+    would be refused; given later, it is set and kept like the others."""
+    row = ROWS[1]  # Sentry on: SENTRY_DSN in every component
+    project = projects[IDS[1]]
+    required = {k: v for k, v in _secrets(row).items() if k != "SENTRY_DSN"}
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[0], required)
+    assert result.returncode == 0, result.stderr
+    created = yaml.safe_load(state["specs"][-1])
+    assert _do_errors(created) == []
+    keys = {e["key"] for k in ("services", "workers", "jobs") for c in created.get(k, []) for e in c.get("envs", [])}
+    assert "SECRET_KEY" in keys and "SENTRY_DSN" not in keys, keys
+    # A redeploy without it still runs; with it, every component gets it and keeps it after.
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[1])
+    assert result.returncode == 0, result.stderr
+    dsn = {"SENTRY_DSN": _secrets(row)["SENTRY_DSN"]}
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[2], dsn)
+    assert result.returncode == 0, result.stderr
+    assert {c for (c, key) in _stored(state) if key == "SENTRY_DSN"} >= {"web"}
+    result, state = _do_deploy(project, tmp_path, env, DIGESTS[0])
+    assert result.returncode == 0, result.stderr
+    assert {c for (c, key) in _stored(state) if key == "SENTRY_DSN"} >= {"web"}, "the given DSN is kept"
+
+
 def test_the_fake_doctl_wipes_a_secret_resubmitted_without_its_value(projects: dict[str, Path], tmp_path: Path) -> None:
     """The rule the test above relies on: resubmitting the committed spec (SECRETs without values)
     leaves the app without its secrets and the deployment fails, as the old deploy.sh did."""
