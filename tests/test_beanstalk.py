@@ -56,7 +56,7 @@ ROWS: list[dict[str, Any]] = [
         "project_slug": "orders-api-for-the-warehouse-team-europe",
         "aws_region": "eu-west-2",
     },
-    {"database": "mysql", "server": "uvicorn", "platforms": ["aws_eb"], "redis": True, "worker": "arq"},
+    {"database": "mysql", "server": "uvicorn", "platforms": ["aws_eb"], "redis": True, "worker": "arq", "sentry": True},
 ]
 IDS = ["postgresql-celery", "nodb-long-slug", "mysql-arq"]
 IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/my-service@{fake_aws.DIGEST}"
@@ -102,6 +102,8 @@ def _resolve(node: Any, stack: dict[str, Any], params: dict[str, Any]) -> Any:
             return NO_VALUE
         if name in params or name in pseudo:
             return {**pseudo, **params}[name]
+        if "Default" in stack["Parameters"].get(name, {}):  # a parameter the caller leaves at its default
+            return stack["Parameters"][name]["Default"]
         assert name in stack["Resources"], f"!Ref to unknown {name}"
         return f"{name}-physical-id"
 
@@ -148,8 +150,9 @@ def _resolve(node: Any, stack: dict[str, Any], params: dict[str, Any]) -> Any:
     return {k: _resolve(v, stack, params) for k, v in node.items()}
 
 
-def _params(env: str, certificate: bool) -> dict[str, Any]:
+def _params(env: str, certificate: bool, **optional: str) -> dict[str, Any]:
     return {
+        **optional,
         "Environment": env,
         "SolutionStackName": "64bit Amazon Linux 2023 v4.5.0 running Docker",
         "VpcId": "vpc-0a1b2c3d",
@@ -161,11 +164,18 @@ def _params(env: str, certificate: bool) -> dict[str, Any]:
     }
 
 
-def _settings(project: Path, env: str, certificate: bool = False) -> list[dict[str, Any]]:
+def _settings(project: Path, env: str, certificate: bool = False, **optional: str) -> list[dict[str, Any]]:
     stack = _stack(project)
     environment = stack["Resources"]["BeanstalkEnvironment"]["Properties"]
-    resolved: list[dict[str, Any]] = _resolve(environment["OptionSettings"], stack, _params(env, certificate))
+    resolved: list[dict[str, Any]] = _resolve(
+        environment["OptionSettings"], stack, _params(env, certificate, **optional)
+    )
     return resolved
+
+
+def _optional_parameter(name: str) -> str:
+    """The stack parameter that says an optional secret's SSM parameter exists: SENTRY_DSN -> SentryDsnInSsm."""
+    return name.title().replace("_", "") + "InSsm"
 
 
 def _options(settings: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
@@ -244,7 +254,24 @@ def test_option_settings_pass_the_schema_and_say_what_derive_says(
         assert ("WEB_CONCURRENCY" in plain) == (row["server"] == "gunicorn")
         assert plain.get("CORS_ORIGINS", "") == row.get("cors_origins", "")
         secrets = {n: v for (ns, n), v in o.items() if ns == "aws:elasticbeanstalk:application:environmentsecrets"}
-        assert list(secrets) == d["secret_env_names"]
+        # Issue 13.5: an optional secret (SENTRY_DSN) is referenced only once its SSM parameter
+        # exists (the stack parameter says so); by default the environment runs without it.
+        optional = d["optional_secret_env_names"]
+        assert list(secrets) == [n for n in d["secret_env_names"] if n not in optional]
+        stack_parameters = _stack(project)["Parameters"]
+        for name in optional:
+            assert stack_parameters[_optional_parameter(name)]["Default"] == "false"
+        with_optional = _options(_settings(project, env, **{_optional_parameter(n): "true" for n in optional}))
+        assert [n for (ns, n) in with_optional if ns.endswith("environmentsecrets")] == d["secret_env_names"]
+        if optional:
+            assert (
+                _errors(
+                    "option-settings.schema.json",
+                    _settings(project, env, **{_optional_parameter(n): "true" for n in optional}),
+                )
+                == []
+            )
+        secrets = {n: v for (ns, n), v in with_optional.items() if ns.endswith("environmentsecrets")}
         assert not set(secrets) & set(plain), "a secret is also a plain property"
         for name, arn in secrets.items():
             assert arn == f"arn:aws:ssm:us-east-1:123456789012:parameter/{d['image_name']}/{env}/{name}"
@@ -353,7 +380,9 @@ def test_the_bundle_runs_the_pinned_image_as_derive_says(
     bundle = tmp_path / "bundle"
     result = _bundle(project, "staging", bundle)
     assert result.returncode == 0, result.stderr
-    model = _compose_model(bundle, _settings(project, "staging"))
+    # Every secret's parameter exists here, the optional ones too (their stack parameters say so).
+    present = {_optional_parameter(n): "true" for n in d["optional_secret_env_names"]}
+    model = _compose_model(bundle, _settings(project, "staging", **present))
     services = model["services"]
     assert set(services) == ({"web", "worker"} if d["has_worker"] else {"web"})
     for name, service in services.items():
