@@ -597,6 +597,25 @@ def test_renovate_keeps_actions_base_image_python_and_the_template_current(
     dockerfile = next(r for r in config["packageRules"] if r["matchManagers"] == ["dockerfile"])
     assert dockerfile["pinDigests"] is True, "the base image pinned by digest"
     assert (project / ".copier-answers.yml").exists(), "the copier manager reads the answers file"
+    # The pre-commit hooks, the Railway SDK (.railway/package.json) and the Railway CLI pinned in
+    # the CI's deploy jobs are kept current too (the pre-commit manager must be enabled by name).
+    assert "pre-commit" in managers and config["pre-commit"]["enabled"] is True
+    railway = "railway" in answers(project)["platforms"]
+    assert ("npm" in managers) is railway
+    if railway:
+        ci_file = project / (".github/workflows/deploy-railway.yml" if ci == "github" else ".gitlab-ci.yml")
+        pin = derived(project)["railway_cli_version"]
+        regexes = [m for m in config.get("customManagers", []) if m.get("depNameTemplate") == "@railway/cli"]
+        assert len(regexes) == 1 and "custom.regex" in managers, config.get("customManagers")
+        (manager,) = regexes
+        assert manager["datasourceTemplate"] == "npm"
+        assert any(re.search(f[1:-1], str(ci_file.relative_to(project))) for f in manager["managerFilePatterns"])
+        found = {
+            m["currentValue"]
+            for rx in manager["matchStrings"]
+            for m in re.finditer(rx.replace("(?<", "(?P<"), ci_file.read_text())
+        }
+        assert found == {pin}, found
 
 
 def test_renovate_updates_the_gitlab_supply_chain_tools(rendered: Callable[..., Path]) -> None:
@@ -606,7 +625,9 @@ def test_renovate_updates_the_gitlab_supply_chain_tools(rendered: Callable[..., 
     project = rendered("gitlab", "railway-mysql")
     config = json.loads((project / "renovate.json").read_text())
     assert "custom.regex" in config["enabledManagers"], "enabledManagers must list the regex manager to run it"
-    [manager] = [m for m in config.get("customManagers", []) if m.get("customType") == "regex"]
+    [manager] = [
+        m for m in config.get("customManagers", []) if m.get("customType") == "regex" and "depNameTemplate" not in m
+    ]
     assert manager["datasourceTemplate"] == "docker"
     files = [p for p in manager["managerFilePatterns"] if p.startswith("/") and p.endswith("/")]
     assert files and all(re.search(p[1:-1], ".gitlab-ci.yml") for p in files), manager["managerFilePatterns"]
