@@ -270,8 +270,20 @@ if [[ "$1" == kustomize ]]; then exec "$REAL_KUBECTL" "$@"; fi
 args=("$@")
 echo "kubectl ${args[*]}" >>"$KUBECTL_LOG"
 case " ${args[*]} " in
-    *" apply -f - "*) { echo "--- apply"; cat; } >>"$KUBECTL_LOG" ;;
+    *" apply -f - "*)
+        { echo "--- apply"; cat; } >>"$KUBECTL_LOG"
+        # An apply that changes a Deployment's pod template gives it a new revision.
+        for name in ${FAKE_CHANGED-my-service-web my-service-worker}; do
+            grep -q "name: $name$" "$KUBECTL_LOG" || continue
+            now="$(cat "$KUBECTL_LOG.rev.$name" 2>/dev/null || echo "${FAKE_REVISION-3}")"
+            echo $((now + 1)) >"$KUBECTL_LOG.rev.$name"
+        done
+        ;;
     *" get job "*) printf '%s ' "$FAKE_JOB_STATE" ;;
+    *" get deployment/"*)  # its revision annotation; none before the first apply (FAKE_REVISION="")
+        line="${args[*]}"; name="${line##*get deployment/}"; name="${name%% *}"
+        cat "$KUBECTL_LOG.rev.$name" 2>/dev/null || printf '%s' "${FAKE_REVISION-3}"
+        ;;
     *" rollout status "*) exit "$FAKE_ROLLOUT" ;;
 esac
 """
@@ -362,6 +374,26 @@ def test_deploy_rolls_back_when_the_new_pods_never_become_ready(k8s_project: Any
     undone = [line for line in log.splitlines() if "rollout undo" in line]
     assert {line.split()[-1] for line in undone} == {"deployment/my-service-web", "deployment/my-service-worker"}
     assert "migrate" not in log, "no database, no migration Job"
+
+
+@pytest.mark.parametrize(
+    ("changed", "revision", "undone"),
+    [
+        ("my-service-web", "3", {"deployment/my-service-web"}),  # the worker's template did not change
+        ("my-service-web my-service-worker", "", set()),  # a first deploy: no earlier revision to go back to
+    ],
+)
+def test_a_failed_rollout_undoes_only_the_deployments_this_deploy_changed(
+    changed: str, revision: str, undone: set[str], k8s_project: Any, tmp_path: Path
+) -> None:
+    """Issue 13 review: `rollout undo` of a Deployment the apply left alone would roll it back to
+    the release before the current one; only those with a new revision are undone."""
+    project = k8s_project("nodb-arq-domain-metrics")
+    status, output, log = run_k8s_deploy(
+        project, tmp_path, "Complete", 1, extra_env={"FAKE_CHANGED": changed, "FAKE_REVISION": revision}
+    )
+    assert status == 1, output
+    assert {line.split()[-1] for line in log.splitlines() if "rollout undo" in line} == undone, log
 
 
 @pytest.mark.parametrize("key", ANSWER_SETS)
