@@ -197,14 +197,23 @@ def predefined(kind: str, project_dir: Path, builds_dir: Path) -> dict[str, str]
         "CI_PIPELINE_ID": "4242",
         "CI_REGISTRY": "registry.gitlab.example",
         "CI_REGISTRY_IMAGE": "registry.gitlab.example/acme/my-service",
+        "CI_SERVER_URL": "https://gitlab.example",
+        "CI_PROJECT_PATH": "acme/my-service",
+        "CI_PROJECT_URL": "https://gitlab.example/acme/my-service",
+        "CI_JOB_ID": "9001",
+        "CI_JOB_URL": "https://gitlab.example/acme/my-service/-/jobs/9001",
+        "CI_JOB_STARTED_AT": "2026-12-02T10:00:00Z",
+        "CI_RUNNER_ID": "12",
         "CI_REGISTRY_USER": "gitlab-ci-token",
         "CI_REGISTRY_PASSWORD": "test-job-token",
         "CI_JOB_TOKEN": "test-job-token",
     }
     if kind == "default":
         env |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main", "CI_COMMIT_REF_PROTECTED": "true"}
+        env["CI_COMMIT_REF_NAME"] = "main"
     elif kind == "branch":
         env |= {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "feature", "CI_COMMIT_REF_PROTECTED": "false"}
+        env["CI_COMMIT_REF_NAME"] = "feature"
     elif kind == "branch-with-mr":
         env |= {
             "CI_PIPELINE_SOURCE": "push",

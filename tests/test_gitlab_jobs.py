@@ -452,9 +452,21 @@ def test_build_job_scans_signs_and_hands_the_digest_to_every_deploy_job(
     assert flat.index("syft scan") < flat.index("grype sbom:sbom.spdx.json") < flat.index("docker push")
     assert pipeline_runner.recorded("cosign sign") == [f"cosign sign --yes {ref}"]
     assert pipeline_runner.recorded("cosign attest") == [
-        f"cosign attest --yes --type spdxjson --predicate sbom.spdx.json {ref}"
+        f"cosign attest --yes --type spdxjson --predicate sbom.spdx.json {ref}",
+        f"cosign attest --yes --type slsaprovenance1 --predicate provenance.json {ref}",
     ]
     assert "sbom.spdx.json" in jobs(pipeline_runner.config)["build-image"]["artifacts"]["paths"]
+    # The build provenance (SLSA v1 predicate): which repository, commit, pipeline file and job built it.
+    provenance = json.loads((pipeline_runner.project / "provenance.json").read_text())
+    env = pipeline_runner.env("build-image")
+    definition, run_details = provenance["buildDefinition"], provenance["runDetails"]
+    assert definition["externalParameters"] == {
+        "repository": env["CI_PROJECT_URL"], "ref": env["CI_COMMIT_REF_NAME"], "config": ".gitlab-ci.yml"
+    }  # fmt: skip
+    (source,) = definition["resolvedDependencies"]
+    assert source["digest"] == {"gitCommit": env["CI_COMMIT_SHA"]}
+    assert run_details["metadata"]["invocationId"] == env["CI_JOB_URL"]
+    assert run_details["builder"]["id"].startswith(env["CI_SERVER_URL"])
 
     created = pipeline(pipeline_runner.config, pipeline_runner.env("build-image"))
     for platform in ALL:
