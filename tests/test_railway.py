@@ -167,10 +167,10 @@ def test_the_deployments_reader_type_checks_and_reads_railway_s_list(
     by_digest = ("d3", "DEPLOYING", {"image": "ghcr.io/acme/renamed", "imageDigest": IMAGE_REF.split("@")[1]})
     release = ["release", IMAGE_REF, str(tmp_path / "baseline.json")]
     assert read(["active"], listed(serving, old)) == (0, OTHER_REF)
-    assert read(release, listed(serving, old), baseline=listed(serving, old)) == (0, "absent -")
-    assert read(release, listed(by_digest, serving, old), baseline=listed(serving, old)) == (0, "DEPLOYING d3")
+    assert read(release, listed(serving, old), baseline=listed(serving, old)) == (0, "absent - -")
+    assert read(release, listed(by_digest, serving, old), baseline=listed(serving, old)) == (0, "pending d3 DEPLOYING")
     assert read(["release", OTHER_REF, str(tmp_path / "baseline.json")], listed(serving), listed(serving)) == (
-        0, "running d2")  # fmt: skip
+        0, "running d2 SUCCESS")  # fmt: skip
     code, said = read(["active"], '{"error": "Unauthorized"}')
     assert code != 0 and "railway deployment list --json" in said, said
 

@@ -3,13 +3,13 @@
 //   node deployments.mjs active < list.json
 //       the image, by digest, of the deployment serving now (the newest SUCCESS), or nothing
 //   node deployments.mjs release IMAGE_REF BASELINE.json < list.json
-//       where the release of IMAGE_REF stands, one line "<verdict> <deployment id>":
-//       - the status of the newest deployment that BASELINE.json (the list before the deploy) did
-//         not hold and that runs IMAGE_REF, or records no image yet (Railway writes what it pulled
-//         once it has pulled it): SUCCESS, DEPLOYING, FAILED, ...;
+//       where the release of IMAGE_REF stands, one line "<verdict> <deployment id> <status>":
+//       - the newest deployment that BASELINE.json (the list before the deploy) did not hold and
+//         that runs IMAGE_REF, or records no image yet (Railway writes what it pulled once it has
+//         pulled it): "pending" while it is in progress, else its status (SUCCESS, FAILED, ...);
 //       - "waiting": a newer deployment of another image is still in progress, so nothing may be
 //         started over it;
-//       - the status of a deployment of IMAGE_REF that BASELINE.json held still in progress (an
+//       - "pending" for a deployment of IMAGE_REF that BASELINE.json held still in progress (an
 //         earlier run's): it is waited for, never superseded;
 //       - "running": what serves now runs IMAGE_REF already; "absent": none of these.
 //   node deployments.mjs status ID < list.json
@@ -62,14 +62,19 @@ function release(deployments, ref, baseline) {
   const before = new Set(baseline.map((d) => d.id));
   const added = deployments.filter((d) => !before.has(d.id));
   const ours = added.find((d) => runs(d, ref) || unnamed(d));
-  if (ours) return `${ours.status} ${ours.id}`;
+  if (ours) return line(IN_PROGRESS.has(ours.status) ? "pending" : ours.status, ours);
   const busy = added.find((d) => IN_PROGRESS.has(d.status));
-  if (busy) return `waiting ${busy.id}`;
+  if (busy) return line("waiting", busy);
   const earlier = deployments.find((d) => before.has(d.id) && runs(d, ref) && IN_PROGRESS.has(d.status));
-  if (earlier) return `${earlier.status} ${earlier.id}`;
+  if (earlier) return line("pending", earlier);
   const serving = deployments.find((d) => d.status === "SUCCESS");
-  if (serving && runs(serving, ref)) return `running ${serving.id}`;
-  return "absent -";
+  if (serving && runs(serving, ref)) return line("running", serving);
+  return "absent - -";
+}
+
+/** @param {string} verdict @param {Deployment} deployment */
+function line(verdict, deployment) {
+  return `${verdict} ${deployment.id} ${deployment.status}`;
 }
 
 const [command, ...args] = process.argv.slice(2);
