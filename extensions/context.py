@@ -386,6 +386,13 @@ def derive(answers: dict[str, Any]) -> dict[str, Any]:
         # Secrets the service runs without (Sentry is off without a DSN): platforms that cannot
         # hold an empty secret (SSM) reference them only where they are set.
         "optional_secret_env_names": ["SENTRY_DSN"] if answers.get("sentry") else [],
+        # Elastic Beanstalk's stack says which optional secrets have their SSM parameter: one
+        # "true"/"false" stack parameter each (SENTRY_DSN -> SentryDsnInSsm) and its condition.
+        "eb_optional_secrets": {
+            name: {"parameter": f"{stem}InSsm", "condition": f"Has{stem}"}
+            for name in (["SENTRY_DSN"] if answers.get("sentry") else [])
+            for stem in [name.title().replace("_", "")]
+        },
         # Where a SQLite database lives in the container: a mounted volume (Railway, vm).
         "sqlite_volume_path": "/data",
         # App Platform app names: at most 32 characters, per environment.

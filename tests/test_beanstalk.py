@@ -173,11 +173,6 @@ def _settings(project: Path, env: str, certificate: bool = False, **optional: st
     return resolved
 
 
-def _optional_parameter(name: str) -> str:
-    """The stack parameter that says an optional secret's SSM parameter exists: SENTRY_DSN -> SentryDsnInSsm."""
-    return name.title().replace("_", "") + "InSsm"
-
-
 def _options(settings: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     found: dict[tuple[str, str], str] = {}
     for s in settings:
@@ -259,18 +254,15 @@ def test_option_settings_pass_the_schema_and_say_what_derive_says(
         optional = d["optional_secret_env_names"]
         assert list(secrets) == [n for n in d["secret_env_names"] if n not in optional]
         stack_parameters = _stack(project)["Parameters"]
-        for name in optional:
-            assert stack_parameters[_optional_parameter(name)]["Default"] == "false"
-        with_optional = _options(_settings(project, env, **{_optional_parameter(n): "true" for n in optional}))
+        assert set(d["eb_optional_secrets"]) == set(optional)
+        present = {stack["parameter"]: "true" for stack in d["eb_optional_secrets"].values()}
+        for parameter in present:
+            assert stack_parameters[parameter]["Default"] == "false"
+        settings_with_optional = _settings(project, env, **present)
+        with_optional = _options(settings_with_optional)
         assert [n for (ns, n) in with_optional if ns.endswith("environmentsecrets")] == d["secret_env_names"]
         if optional:
-            assert (
-                _errors(
-                    "option-settings.schema.json",
-                    _settings(project, env, **{_optional_parameter(n): "true" for n in optional}),
-                )
-                == []
-            )
+            assert _errors("option-settings.schema.json", settings_with_optional) == []
         secrets = {n: v for (ns, n), v in with_optional.items() if ns.endswith("environmentsecrets")}
         assert not set(secrets) & set(plain), "a secret is also a plain property"
         for name, arn in secrets.items():
@@ -381,7 +373,7 @@ def test_the_bundle_runs_the_pinned_image_as_derive_says(
     result = _bundle(project, "staging", bundle)
     assert result.returncode == 0, result.stderr
     # Every secret's parameter exists here, the optional ones too (their stack parameters say so).
-    present = {_optional_parameter(n): "true" for n in d["optional_secret_env_names"]}
+    present = {stack["parameter"]: "true" for stack in d["eb_optional_secrets"].values()}
     model = _compose_model(bundle, _settings(project, "staging", **present))
     services = model["services"]
     assert set(services) == ({"web", "worker"} if d["has_worker"] else {"web"})
